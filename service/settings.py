@@ -1,0 +1,77 @@
+"""Settings read from `COUNTERWEIGHT_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COUNTERWEIGHT_", extra="ignore")
+
+    home: Path = Field(
+        Path("var"), description="Directory for the SQLite database and job artifacts."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default sqlite:///<home>/counterweight.db. "
+        "Postgres: postgresql+psycopg://user@host/db.",
+    )
+    data_root: Path | None = Field(
+        None, description="Root of on-disk datasets (default <home>/data)."
+    )
+    lease_seconds: float = Field(
+        30.0, gt=0, description="A running job is re-queued if its worker is silent this long."
+    )
+    heartbeat_seconds: float = Field(
+        2.0, gt=0, description="How often a worker renews its lease and reads the cancel flag."
+    )
+    poll_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Idle worker polling interval (default 0.1 on SQLite; 5 on Postgres, "
+        "where LISTEN/NOTIFY wakes workers at once and polling is the fallback).",
+    )
+    sweep_seconds: float = Field(
+        5.0, gt=0, description="How often a worker re-queues jobs whose lease expired."
+    )
+    retry_backoff_seconds: float = Field(
+        5.0, ge=0, description="Delay before retry n is 2^(n-1) times this, capped at 300 s."
+    )
+    sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Settings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError("heartbeat_seconds must be smaller than lease_seconds")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'counterweight.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_poll_seconds(self) -> float:
+        if self.poll_seconds is not None:
+            return self.poll_seconds
+        return 0.1 if self.is_sqlite else 5.0
+
+    @property
+    def resolved_data_root(self) -> Path:
+        return self.data_root or self.home / "data"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
