@@ -1,0 +1,85 @@
+"""SQLAlchemy models. Alembic migrations in `migrations/` must match these."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, DateTime, Enum, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service.db.clock import db_now
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so that migrations can refer to them on both backends.
+    metadata = MetaData(
+        naming_convention={
+            "pk": "pk_%(table_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, name="job_status", native_enum=False, length=16, create_constraint=True),
+        default=JobStatus.queued,
+    )
+    spec: Mapped[dict[str, Any]]
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    # Lease: who runs it and until when (database clock). Null when not running.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    # A retried job waits until this time before it can be claimed again.
+    run_after: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    progress: Mapped[dict[str, Any] | None]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    spec_fingerprint: Mapped[str] = mapped_column(String(64))
+
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # The claim query filters on status and orders by priority, then age.
+        Index("ix_jobs_claim", "status", "priority", "created_at"),
+        # Listing newest first (a backward scan serves the descending order).
+        Index("ix_jobs_created", "created_at", "id"),
+    )
