@@ -1,0 +1,29 @@
+"""Cancelling: a queued job at once, a running one through its worker."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.clock import db_now
+from service.db.models import Job, JobStatus
+from service.queue.errors import JobNotFound, JobStateConflict
+
+
+def request_cancel(session: Session, job_id: str) -> Job:
+    """Cancel a queued job now, or flag a running one; its worker sees the flag at its
+    next heartbeat and ends the job `cancelled`. A finished job is a conflict."""
+    # Locked (Postgres row lock; SQLite's write lock is held already), so the state
+    # read here is still the state when the update lands.
+    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+    if job is None:
+        raise JobNotFound(job_id)
+    if job.status.is_terminal:
+        raise JobStateConflict(f"job {job_id} already ended with status {job.status.value!r}")
+    job.cancel_requested = True
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = db_now()  # evaluated by the database at flush
+    session.flush()
+    session.refresh(job)
+    return job

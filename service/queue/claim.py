@@ -1,0 +1,46 @@
+"""Claiming the next job: one statement, safe with any number of workers.
+
+Postgres: the sub-select locks the chosen row with FOR UPDATE SKIP LOCKED, so
+concurrent workers pick different rows without waiting on each other. SQLite
+ignores FOR UPDATE; there the transaction is BEGIN IMMEDIATE (see
+service.db.engine), which serialises claimers on the database's write lock.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.db.clock import db_now
+from service.db.models import Job, JobStatus
+
+
+def claim(session: Session, *, worker_id: str, lease_seconds: float) -> Job | None:
+    """Take the most urgent runnable job and lease it to `worker_id`, or None."""
+    next_id = (
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.queued,
+            Job.run_after <= db_now(),
+            Job.cancel_requested.is_(False),
+        )
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(Job)
+        .where(Job.id == next_id, Job.status == JobStatus.queued)
+        .values(
+            status=JobStatus.running,
+            owner=worker_id,
+            attempt=Job.attempt + 1,
+            lease_expires_at=db_now(lease_seconds),
+            heartbeat_at=db_now(),
+            started_at=func.coalesce(Job.started_at, db_now()),
+        )
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return session.scalars(statement).one_or_none()

@@ -1,0 +1,63 @@
+"""Putting jobs on the queue, with Idempotency-Key replay."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db.models import Job, JobStatus
+from service.queue.errors import IdempotencyConflict
+from service.spec import JobSpec
+
+NEW_JOB_CHANNEL = "counterweight_jobs"
+
+
+def enqueue(
+    session: Session, spec: JobSpec, *, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """Queue a job; returns (job, created). A replayed key returns the first job."""
+    fingerprint = spec.fingerprint()
+    if idempotency_key is not None:
+        existing = _by_key(session, idempotency_key)
+        if existing is not None:
+            return _replay(existing, idempotency_key, fingerprint), False
+    job = Job(
+        spec=spec.model_dump(mode="json"),
+        status=JobStatus.queued,
+        priority=spec.priority,
+        max_attempts=spec.max_attempts,
+        attempt=0,
+        cancel_requested=False,
+        idempotency_key=idempotency_key,
+        spec_fingerprint=fingerprint,
+    )
+    try:
+        # A savepoint, so that losing a race on the key leaves the transaction usable.
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        winner = _by_key(session, idempotency_key)
+        if winner is None:
+            raise
+        return _replay(winner, idempotency_key, fingerprint), False
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered at commit: idle workers wake at once instead of at their next poll.
+        session.execute(
+            text("SELECT pg_notify(:channel, :id)"), {"channel": NEW_JOB_CHANNEL, "id": job.id}
+        )
+    session.refresh(job)  # server-side defaults (created_at, run_after)
+    return job, True
+
+
+def _by_key(session: Session, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+
+
+def _replay(job: Job, key: str, fingerprint: str) -> Job:
+    if job.spec_fingerprint != fingerprint:
+        raise IdempotencyConflict(key)
+    return job
