@@ -1,0 +1,1 @@
+"""The worker process: claims jobs from the queue, trains them, reports back."""

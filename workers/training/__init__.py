@@ -1,0 +1,1 @@
+"""Training: datasets in, metrics and model files out; no database access."""
