@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI). Accepts, validates, stores, serves; never trains."""

@@ -1,0 +1,80 @@
+"""The app factory: settings, database, routes, and the one place errors become HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.api import routes_health, routes_jobs
+from service.datasets import DatasetError
+from service.db.engine import make_engine, make_session_factory, upgrade
+from service.queue.errors import IdempotencyConflict, JobNotFound, JobStateConflict
+from service.queue.inspect import BadCursor
+from service.settings import Settings, get_settings
+
+ERROR_STATUS: dict[type[Exception], int] = {
+    JobNotFound: 404,
+    JobStateConflict: 409,
+    IdempotencyConflict: 409,
+    BadCursor: 422,
+    DatasetError: 422,
+}
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    # ("body", "train", "epochs") -> "train.epochs": the path a user wrote in the spec.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field(tuple(e["loc"])), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+    ]
+    message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
+    return JSONResponse(status_code=422, content={"detail": message, "errors": errors})
+
+
+def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=ERROR_STATUS[type(exc)], content={"detail": str(exc)})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upgrade(settings.resolved_database_url)  # an empty home is ready on first start
+        yield
+        engine.dispose()
+
+    engine = make_engine(
+        settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+    )
+    app = FastAPI(
+        title="Counterweight",
+        version="1",
+        summary="Training as a service for class-imbalanced learning.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessions = make_session_factory(engine)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for error in ERROR_STATUS:
+        app.add_exception_handler(error, _domain_error)
+    app.include_router(routes_health.router)
+    app.include_router(routes_jobs.router)
+    return app
+
+
+def app_from_env() -> Any:
+    """Entry point for `uvicorn --factory service.api.app:app_from_env`."""
+    return create_app()

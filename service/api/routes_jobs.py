@@ -1,0 +1,131 @@
+"""/v1/jobs: submit, validate, list, read, cancel, and fetch results."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from service import artifacts, plan
+from service.api.deps import SessionsDep, SettingsDep
+from service.api.schemas import JobOut, JobPage, ValidationReport
+from service.db.engine import transaction
+from service.db.models import Job, JobStatus
+from service.queue.cancel import request_cancel
+from service.queue.enqueue import enqueue
+from service.queue.errors import JobStateConflict
+from service.queue.inspect import get_job, list_jobs
+from service.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=255,
+        description="Retry-safe submission: the same key and body return the same job.",
+    ),
+]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No job with this id"},
+    409: {"description": "The job is not in a state that allows this"},
+}
+
+
+@router.post("", status_code=202, responses={409: {"description": "Idempotency-Key reused"}})
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    """Queue a training job. The data it names is checked now, not when it runs."""
+    plan.resolve(spec, settings.resolved_data_root)
+    with transaction(sessions) as session:
+        job, created = enqueue(session, spec, idempotency_key=idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobOut.of(job)
+
+
+@router.post("/validate")
+def validate_job(spec: JobSpec, settings: SettingsDep) -> ValidationReport:
+    """Dry run: what the spec resolves to, with warnings. Nothing is queued."""
+    resolved = plan.resolve(spec, settings.resolved_data_root)
+    return ValidationReport(
+        spec=spec.model_dump(mode="json"),
+        class_names=resolved.class_names,
+        counts=resolved.counts,
+        class_weight=resolved.class_weight,
+        warnings=resolved.warnings,
+    )
+
+
+@router.get("")
+def list_all(
+    sessions: SessionsDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    with transaction(sessions) as session:
+        jobs, next_cursor = list_jobs(session, status=status, limit=limit, cursor=cursor)
+        return JobPage(data=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", responses=ERRORS)
+def read_job(job_id: str, sessions: SessionsDep) -> JobOut:
+    with transaction(sessions) as session:
+        return JobOut.of(get_job(session, job_id))
+
+
+@router.post("/{job_id}/cancel", responses=ERRORS)
+def cancel_job(job_id: str, sessions: SessionsDep) -> JobOut:
+    """A queued job ends at once; a running one within a few seconds."""
+    with transaction(sessions) as session:
+        return JobOut.of(request_cancel(session, job_id))
+
+
+def _succeeded(sessions: SessionsDep, job_id: str, what: str) -> Job:
+    with transaction(sessions) as session:
+        job = get_job(session, job_id)
+    if job.status != JobStatus.succeeded:
+        raise JobStateConflict(
+            f"job {job_id} is {job.status.value}; its {what} exists once it has succeeded"
+        )
+    return job
+
+
+@router.get("/{job_id}/metrics", responses=ERRORS)
+def job_metrics(job_id: str, sessions: SessionsDep) -> dict[str, Any]:
+    """Per-epoch validation history and the final test evaluation (DESIGN.md section 5)."""
+    job = _succeeded(sessions, job_id, "metrics")
+    assert job.result is not None
+    return job.result
+
+
+@router.get(
+    "/{job_id}/model",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=FileResponse,
+)
+def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> FileResponse:
+    """The selected checkpoint's weights as safetensors; the model card says how to use them."""
+    job = _succeeded(sessions, job_id, "model")
+    path = artifacts.job_dir(settings.artifacts_dir, job.id) / artifacts.MODEL
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"{job.id}.safetensors"
+    )
+
+
+@router.get("/{job_id}/model/card", responses=ERRORS)
+def job_model_card(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> JSONResponse:
+    """Architecture, classes, input shape and normalisation, spec and metrics of the model."""
+    job = _succeeded(sessions, job_id, "model card")
+    path = artifacts.job_dir(settings.artifacts_dir, job.id) / artifacts.CARD
+    return JSONResponse(json.loads(path.read_text()))
