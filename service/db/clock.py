@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, literal
+from sqlalchemy import ColumnElement, DateTime, Float, literal
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -22,9 +22,11 @@ class db_now(FunctionElement[datetime]):  # lower case: reads like SQL's now()
     inherit_cache = True
     name = "db_now"
 
-    def __init__(self, offset_seconds: float = 0.0) -> None:
+    def __init__(self, offset_seconds: float | ColumnElement[float] = 0.0) -> None:
         # The offset is a bound parameter so that cached SQL serves every offset.
-        super().__init__(literal(float(offset_seconds), Float()))
+        if not isinstance(offset_seconds, ColumnElement):
+            offset_seconds = literal(float(offset_seconds), Float())
+        super().__init__(offset_seconds)
 
 
 @compiles(db_now, "postgresql")

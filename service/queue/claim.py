@@ -8,15 +8,15 @@ service.db.engine), which serialises claimers on the database's write lock.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Float, String, bindparam, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import UpdateBase
 
 from service.db.clock import db_now
 from service.db.models import Job, JobStatus
 
 
-def claim(session: Session, *, worker_id: str, lease_seconds: float) -> Job | None:
-    """Take the most urgent runnable job and lease it to `worker_id`, or None."""
+def _claim_statement() -> UpdateBase:
     next_id = (
         select(Job.id)
         .where(
@@ -29,18 +29,28 @@ def claim(session: Session, *, worker_id: str, lease_seconds: float) -> Job | No
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    statement = (
+    return (
         update(Job)
         .where(Job.id == next_id, Job.status == JobStatus.queued)
         .values(
             status=JobStatus.running,
-            owner=worker_id,
+            owner=bindparam("worker_id", type_=String()),
             attempt=Job.attempt + 1,
-            lease_expires_at=db_now(lease_seconds),
+            lease_expires_at=db_now(bindparam("lease_seconds", type_=Float())),
             heartbeat_at=db_now(),
             started_at=func.coalesce(Job.started_at, db_now()),
         )
         .returning(Job)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
-    return session.scalars(statement).one_or_none()
+
+
+# Built once: this runs in every idle worker's polling loop, and building the
+# statement costs more than executing it.
+CLAIM = _claim_statement()
+
+
+def claim(session: Session, *, worker_id: str, lease_seconds: float) -> Job | None:
+    """Take the most urgent runnable job and lease it to `worker_id`, or None."""
+    params = {"worker_id": worker_id, "lease_seconds": lease_seconds}
+    return session.scalars(CLAIM, params).one_or_none()
