@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -33,11 +34,14 @@ class JobWaiter:
         if self._dsn is None or self._stop.is_set():
             self._stop.wait(timeout)
             return
+        deadline = time.monotonic() + timeout
         try:
             conn = self._listening_connection()
-            # Wake on the first notification; the claim that follows takes whatever is there.
-            for _ in conn.notifies(timeout=timeout, stop_after=1):
-                pass
+            # Wake on the first notification (the claim that follows takes whatever is
+            # there), checking `stop` between short waits so shutdown is never delayed.
+            while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                if any(True for _ in conn.notifies(timeout=min(left, 0.25), stop_after=1)):
+                    return
         except psycopg.Error as exc:
             log.warning("LISTEN connection failed (%s); polling instead", exc)
             self.close()

@@ -166,6 +166,7 @@ def train_job(
     DatasetError for bad data (not worth a retry); anything else is worth one.
     """
     started = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
     train = spec.train
     splits = load_splits(spec, data_root)
     counts = splits.train_class_counts

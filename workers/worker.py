@@ -1,0 +1,194 @@
+"""The worker process: claim a job, train it, report, repeat (DESIGN.md section 2).
+
+One job at a time per process; run one process per GPU. A failure inside a job
+fails or retries that job and never ends the worker. SIGTERM (or SIGINT) makes
+the worker stop claiming, checkpoint the running job, put it back on the queue
+and exit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from functools import partial
+from types import FrameType
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.artifacts import job_dir
+from service.datasets import DatasetError
+from service.db.engine import make_engine, make_session_factory, transaction, upgrade
+from service.db.models import Job
+from service.queue.claim import claim
+from service.queue.errors import LeaseLost
+from service.queue.lease import Lease, fail, finish, mark_cancelled, release
+from service.queue.notify import JobWaiter
+from service.queue.sweeper import sweep_expired
+from service.settings import Settings
+from service.spec import JobSpec
+from workers.heartbeat import Heartbeat
+from workers.training.engine import Progress, train_job
+
+log = logging.getLogger(__name__)
+
+
+class JobInputError(ValueError):
+    """The job cannot run as specified (bad spec, no such device): retrying won't help."""
+
+
+def resolve_device(worker_device: str, requested: str) -> str:
+    """The device a job runs on: the worker's own unless the spec insists on the CPU."""
+    if requested == "cpu":
+        return "cpu"
+    if requested.startswith("cuda") and not worker_device.startswith("cuda"):
+        raise JobInputError(
+            f"train.device is {requested!r} but this worker runs on {worker_device!r}"
+        )
+    if requested.startswith("cuda:"):
+        return requested
+    return worker_device
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, device: str | None = None) -> None:
+        self.settings = settings
+        self.device = device or default_device()
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {self.device} given but CUDA is not available")
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.engine = make_engine(
+            settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+        )
+        self.sessions = make_session_factory(self.engine)
+        self.shutdown = threading.Event()
+        self._waiter = JobWaiter(settings.resolved_database_url, self.shutdown)
+        self._next_sweep = 0.0
+
+    def install_signal_handlers(self) -> None:
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            log.info("worker %s: signal %d, finishing up", self.id, signum)
+            self.shutdown.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    def run(self) -> None:
+        log.info("worker %s started on %s", self.id, self.device)
+        try:
+            while not self.shutdown.is_set():
+                try:
+                    self._sweep_if_due()
+                    if not self.run_one():
+                        self._waiter.wait(self.settings.resolved_poll_seconds)
+                except SQLAlchemyError as exc:
+                    log.warning("worker %s: database unavailable (%s); retrying", self.id, exc)
+                    self.shutdown.wait(1.0)
+        finally:
+            self._waiter.close()
+            self.engine.dispose()
+            log.info("worker %s stopped", self.id)
+
+    def _sweep_if_due(self) -> None:
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self.settings.sweep_seconds
+        with transaction(self.sessions) as session:
+            for job_id, status in sweep_expired(session):
+                log.warning("job=%s lease expired; now %s", job_id, status.value)
+
+    def run_one(self) -> bool:
+        """Claim and run one job; False if the queue had none."""
+        with transaction(self.sessions) as session:
+            job = claim(session, worker_id=self.id, lease_seconds=self.settings.lease_seconds)
+        if job is None:
+            return False
+        self._run(job)
+        return True
+
+    def _run(self, job: Job) -> None:
+        lease = Lease.of(job)
+        log.info("job=%s attempt %d/%d started", job.id, job.attempt, job.max_attempts)
+        beat = Heartbeat(
+            self.sessions,
+            lease,
+            interval=self.settings.heartbeat_seconds,
+            lease_seconds=self.settings.lease_seconds,
+            shutdown=self.shutdown,
+        )
+        beat.start()
+        try:
+            record_outcome = self._train(job, lease, beat)
+        finally:
+            beat.stop()
+        record_outcome()
+
+    def _train(self, job: Job, lease: Lease, beat: Heartbeat) -> Callable[[], None]:
+        """Run the training; returns how to record its outcome once the heartbeat stopped."""
+
+        def report(progress: Progress) -> None:
+            beat.set_progress(dataclasses.asdict(progress))
+
+        try:
+            spec = JobSpec.model_validate(job.spec)
+            device = resolve_device(self.device, spec.train.device)
+            result = train_job(
+                spec,
+                job_dir(self.settings.artifacts_dir, job.id),
+                device=device,
+                data_root=self.settings.resolved_data_root,
+                report=report,
+                should_stop=beat.should_stop,
+            )
+        except (DatasetError, JobInputError, ValidationError) as exc:
+            log.warning("job=%s cannot run: %s", job.id, exc)
+            return partial(self._fail, lease, str(exc), retryable=False)
+        except Exception as exc:  # one job's crash must not end the worker
+            log.error(
+                "job=%s attempt %d crashed:\n%s", job.id, lease.attempt, traceback.format_exc()
+            )
+            return partial(self._fail, lease, f"{type(exc).__name__}: {exc}", retryable=True)
+        if result is not None:
+            log.info("job=%s succeeded", job.id)
+            return partial(self._settle, lease, finish, result=result.metrics)
+        if beat.lease_lost.is_set():
+            log.warning("job=%s abandoned: lease lost", job.id)
+            return lambda: None
+        if beat.cancel_requested.is_set():
+            log.info("job=%s cancelled", job.id)
+            return partial(self._settle, lease, mark_cancelled)
+        log.info("job=%s checkpointed; returning it to the queue", job.id)
+        return partial(self._settle, lease, release)
+
+    def _fail(self, lease: Lease, error: str, *, retryable: bool) -> None:
+        backoff = self.settings.retry_backoff_seconds
+        self._settle(lease, fail, error=error, retryable=retryable, backoff_seconds=backoff)
+
+    def _settle(self, lease: Lease, action: Callable[..., Job], **kwargs: Any) -> None:
+        """Record a job's outcome; a worker that lost the lease records nothing."""
+        try:
+            with transaction(self.sessions) as session:
+                action(session, lease, **kwargs)
+        except LeaseLost as exc:
+            log.warning("job=%s outcome not recorded: %s", lease.job_id, exc)
+
+
+def run_worker(settings: Settings, device: str | None) -> None:
+    upgrade(settings.resolved_database_url)
+    worker = Worker(settings, device=device)
+    worker.install_signal_handlers()
+    worker.run()
