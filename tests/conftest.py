@@ -2,47 +2,21 @@
 
 Postgres tests never skip: if the server is down the suite fails, because a
 queue that was only tested on SQLite is not tested. Each test gets its own
-fresh database, created from COUNTERWEIGHT_TEST_POSTGRES_URL (default: the
-local server's `test` database, used only to create and drop the others).
+fresh database (tests.databases).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import make_engine, make_session_factory, upgrade
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "COUNTERWEIGHT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-BACKENDS = ["sqlite", "postgres"]
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def new_postgres_database() -> str:
-    name = f"cw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_postgres_database(url: str) -> None:
-    name = make_url(url).database
-    with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.databases import drop_postgres_database, new_postgres_database
 
 
 @pytest.fixture

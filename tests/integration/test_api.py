@@ -11,7 +11,8 @@ import pytest
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.conftest import ThreadedUvicorn, drop_postgres_database, new_postgres_database
+from tests.conftest import ThreadedUvicorn
+from tests.databases import drop_postgres_database, new_postgres_database
 
 DIGITS: dict[str, Any] = {"dataset": {"name": "digits"}, "train": {"epochs": 2}}
 

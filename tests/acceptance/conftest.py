@@ -1,0 +1,36 @@
+"""Acceptance tests run the service as a user does: separate API and worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.processes import Service
+
+# Slow enough (about 1 s an epoch on a 2-core CPU) to stop a job in the middle.
+SLOW_DIGITS: dict[str, Any] = {
+    "dataset": {"name": "digits"},
+    "model": {"arch": "mlp", "width": 512, "depth": 3},
+    "train": {"epochs": 10, "batch_size": 8, "seed": 1},
+}
+
+
+@pytest.fixture
+def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
+    # Short leases so that a killed worker's job is rescued within seconds.
+    running = Service(
+        tmp_path,
+        database_url,
+        lease_seconds="3",
+        heartbeat_seconds="0.5",
+        sweep_seconds="0.5",
+        retry_backoff_seconds="0.5",
+    )
+    try:
+        running.start_api()
+        yield running
+    finally:
+        running.stop()
