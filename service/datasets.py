@@ -45,6 +45,9 @@ class Splits:
     y_test: Labels
     class_names: list[str]
     input_shape: tuple[int, ...]
+    # The spec's sample_weight, aligned with y_train (rows dropped by subsetting took
+    # their weights with them); None when the spec gives none.
+    sample_weight: Floats | None = None
 
     @property
     def num_classes(self) -> int:

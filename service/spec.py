@@ -1,22 +1,40 @@
 """The job spec (DESIGN.md section 4): what a client asks to be trained.
 
 Every model forbids unknown fields so that a typo is a 422 naming the field,
-not a silently ignored option. Options the engine does not implement yet are
-not accepted here: the spec never promises what the worker cannot do.
+not a silently ignored option. Checks that need only the spec live here; checks
+that need the data (class ids in range, weight shapes) live in
+service.datasets and service.plan, and also run at submit time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
-DatasetName = Literal["digits"]
-LossType = Literal["cross_entropy"]
-Arch = Literal["mlp"]
+DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "uploaded"]
+LossType = Literal[
+    "cross_entropy", "focal", "class_balanced", "ldam", "balanced_softmax", "logit_adjusted"
+]
+Arch = Literal["mlp", "small_cnn", "resnet18", "resnet32"]
 SelectBy = Literal["balanced_accuracy", "macro_f1", "g_mean", "minority_recall", "val_loss", "last"]
+# Losses that re-balance by themselves: class weights on top weigh the rare classes twice.
+REBALANCING_LOSSES = ("class_balanced", "balanced_softmax", "logit_adjusted")
+
+CLASS_WEIGHT_HELP = (
+    'an object mapping class to weight, e.g. {"0": 1.0, "1": 50.0} (keys: class index in '
+    'the job, or class name), or "balanced", or "inverse_sqrt", or {"effective_number": 0.999}'
+)
 
 
 class StrictModel(BaseModel):
@@ -24,7 +42,14 @@ class StrictModel(BaseModel):
 
 
 class DatasetSpec(StrictModel):
-    name: DatasetName = Field(description="Which dataset; `digits` ships with scikit-learn.")
+    name: DatasetName = Field(
+        description="digits (ships with scikit-learn), mnist, fashion_mnist, cifar10 (on disk "
+        "under the data root), image_folder (`path`) or uploaded (`id`)."
+    )
+    path: str | None = Field(
+        None, description="image_folder: folder under the data root holding train/ and test/."
+    )
+    id: str | None = Field(None, description="uploaded: the id from POST /v1/datasets.")
     classes: list[int] | None = Field(
         None,
         min_length=2,
@@ -41,22 +66,80 @@ class DatasetSpec(StrictModel):
             raise ValueError("classes must be distinct")
         return value
 
+    @model_validator(mode="after")
+    def _source(self) -> DatasetSpec:
+        if (self.name == "image_folder") != (self.path is not None):
+            raise ValueError("dataset.path is required for image_folder and only for it")
+        if (self.name == "uploaded") != (self.id is not None):
+            raise ValueError("dataset.id is required for uploaded and only for it")
+        return self
+
 
 class ImbalanceSpec(StrictModel):
-    profile: Literal["none"] = "none"
+    """How to subsample the training split (validation is carved out afterwards)."""
+
+    profile: Literal["none", "step", "exponential", "counts"] = "none"
+    ratio: float | None = Field(
+        None, ge=1, description="step, exponential: n_max / n_min (required for them)."
+    )
+    minority: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="step: the minority classes (indices in the job, 0..k-1); "
+        "default the last half.",
+    )
+    counts: list[NonNegativeInt] | None = Field(
+        None, description="counts: training samples to keep per class, in job class order."
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _options_fit_profile(self) -> ImbalanceSpec:
+        if self.profile in ("step", "exponential") and self.ratio is None:
+            raise ValueError(f"imbalance.ratio is required for profile {self.profile!r}")
+        if self.profile not in ("step", "exponential") and self.ratio is not None:
+            raise ValueError(f"imbalance.ratio does not apply to profile {self.profile!r}")
+        if self.minority is not None and self.profile != "step":
+            raise ValueError("imbalance.minority applies only to profile 'step'")
+        if (self.profile == "counts") != (self.counts is not None):
+            raise ValueError("imbalance.counts is required for profile 'counts' and only for it")
+        return self
 
 
 class LossSpec(StrictModel):
     type: LossType = "cross_entropy"
+    gamma: float = Field(2.0, ge=0, description="focal (and class_balanced with base focal).")
+    alpha: list[float] | None = Field(
+        None, description="focal: per-class alpha, one per class in the job."
+    )
+    beta: float = Field(0.999, ge=0, lt=1, description="class_balanced: effective-number beta.")
+    base: Literal["cross_entropy", "focal"] = Field(
+        "cross_entropy", description="class_balanced: the loss it re-weights."
+    )
+    max_margin: float = Field(0.5, gt=0, description="ldam: margin of the rarest class.")
+    scale: float = Field(30.0, gt=0, description="ldam: logit scale s.")
+    drw_epoch: PositiveInt | None = Field(
+        None, description="ldam: from this epoch (1-based) on, re-weight by effective number."
+    )
+    tau: float = Field(1.0, ge=0, description="logit_adjusted: strength of the prior term.")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    reduction: Literal["weighted_mean", "mean"] = "weighted_mean"
+    reduction: Literal["weighted_mean", "mean"] = Field(
+        "weighted_mean",
+        description="weighted_mean: sum(w*l)/sum(w) (PyTorch); mean: sum(w*l)/N (Keras).",
+    )
+
+
+class EffectiveNumber(StrictModel):
+    effective_number: float = Field(gt=0, lt=1, description="beta of (1 - beta^n) / (1 - beta).")
+
+
+ClassWeight = dict[str, float] | Literal["balanced", "inverse_sqrt"] | EffectiveNumber
 
 
 class ModelSpec(StrictModel):
     arch: Arch = "mlp"
-    width: PositiveInt = Field(256, le=4096, description="Hidden units per layer (mlp).")
-    depth: PositiveInt = Field(2, le=8, description="Hidden layers (mlp).")
+    width: PositiveInt = Field(256, le=4096, description="mlp: hidden units per layer.")
+    depth: PositiveInt = Field(2, le=8, description="mlp: hidden layers.")
 
 
 class TrainSpec(StrictModel):
@@ -65,7 +148,19 @@ class TrainSpec(StrictModel):
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_epochs: NonNegativeInt = Field(0, description="Linear warm-up of the learning rate.")
+    step_milestones: list[PositiveInt] | None = Field(
+        None, description="step schedule: epochs after which lr is multiplied by step_gamma."
+    )
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    augment: bool | None = Field(
+        None,
+        description="Random crop (4 px padding) and horizontal flip on the device; "
+        "null: on for image datasets other than digits, mnist and fashion_mnist.",
+    )
+    amp: bool = Field(True, description="Mixed precision (bfloat16) when training on CUDA.")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     select_by: SelectBy = "balanced_accuracy"
     early_stopping_patience: PositiveInt | None = Field(
@@ -81,13 +176,24 @@ class JobSpec(StrictModel):
     dataset: DatasetSpec
     imbalance: ImbalanceSpec = Field(default_factory=ImbalanceSpec)
     loss: LossSpec = Field(default_factory=LossSpec)
-    class_weight: None = Field(None, description="Not supported yet: must be null.")
-    sample_weight: None = Field(None, description="Not supported yet: must be null.")
-    sampler: Literal["none"] = "none"
+    class_weight: ClassWeight | None = Field(None, description=f"null, or {CLASS_WEIGHT_HELP}.")
+    sample_weight: list[float] | Literal["from_dataset"] | None = Field(
+        None,
+        description="One weight per row of the dataset's training split as stored, before "
+        "any subsetting; or from_dataset (an upload's sample_weight array).",
+    )
+    sampler: Literal["none", "oversample", "undersample"] = "none"
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first.")
     max_attempts: int = Field(3, ge=1, le=20)
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_weight_is_not_a_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError(f"a list is ambiguous here; send {CLASS_WEIGHT_HELP}")
+        return value
 
     def fingerprint(self) -> str:
         """Hash of the spec with defaults filled in: equal specs, equal hash."""

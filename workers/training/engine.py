@@ -28,10 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from service.datasets import Splits, load_splits
-from service.spec import JobSpec, LossSpec, TrainSpec
+from service.spec import JobSpec, TrainSpec
 from workers.training.checkpoint import load_checkpoint, save_checkpoint, save_model
+from workers.training.losses import build_loss
 from workers.training.metrics import evaluate
 from workers.training.models import Classifier, arch_kwargs, build_model
+from workers.training.optim import build_optimizer
+from workers.training.sampling import epoch_indices
 
 log = logging.getLogger(__name__)
 
@@ -91,35 +94,6 @@ def _finished(state: TrainState, train: TrainSpec) -> bool:
     return state.epoch >= train.epochs or stalled
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> Tensor:
-    # On the CPU, whatever the device: the same seed gives the same batches everywhere.
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
-    return torch.randperm(n, generator=generator)
-
-
-def _optimizer(model: Classifier, train: TrainSpec) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
-        )
-    if train.optimizer == "adam":
-        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
-    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-
-
-def _weighted_loss(
-    logits: Tensor, y: Tensor, weight: Tensor, loss: LossSpec
-) -> tuple[Tensor, Tensor]:
-    """(sum of w * loss, denominator). weighted_mean divides by sum(w) (PyTorch's rule),
-    mean by the batch size (Keras's rule); with unit weights they agree."""
-    per_sample = F.cross_entropy(logits, y, reduction="none", label_smoothing=loss.label_smoothing)
-    total = (weight * per_sample).sum()
-    if loss.reduction == "weighted_mean":
-        return total, weight.sum()
-    return total, total.new_full((), float(len(y)))
-
-
 @torch.inference_mode()
 def _logits(model: Classifier, x: Tensor) -> Tensor:
     model.eval()
@@ -172,10 +146,10 @@ def train_job(
     counts = splits.train_class_counts
     minority = int(np.argmin(counts))  # the first of the rarest, if several tie
     dev = torch.device(device)
-    x_train, y_train = torch.from_numpy(splits.x_train), torch.from_numpy(splits.y_train)
+    x_train, y_train_cpu = torch.from_numpy(splits.x_train), torch.from_numpy(splits.y_train)
     x_val, y_val = torch.from_numpy(splits.x_val).to(dev), torch.from_numpy(splits.y_val).to(dev)
     # Per-sample weights, all 1 until class and sample weights are supported.
-    weight = torch.ones(len(y_train), device=dev)
+    weight = torch.ones(len(y_train_cpu), device=dev)
 
     # Initialise on the CPU from a private RNG: the same weights on any device, and the
     # worker's global RNG is left alone.
@@ -186,8 +160,9 @@ def train_job(
         )
     model.normalize.fit(x_train)
     model.to(dev)
-    x_train, y_train = x_train.to(dev), y_train.to(dev)
-    optimizer = _optimizer(model, train)
+    x_train, y_train = x_train.to(dev), y_train_cpu.to(dev)
+    optimizer = build_optimizer(model, train)
+    loss_fn = build_loss(spec.loss, counts)
 
     state = TrainState()
     checkpoint = load_checkpoint(workdir)
@@ -238,7 +213,7 @@ def train_job(
         )
 
     while not _finished(state, train):
-        order = _epoch_order(train.seed, state.epoch, n).to(dev)
+        order = epoch_indices(spec.sampler, y_train_cpu, train.seed, state.epoch).to(dev)
         model.train()
         for b in range(state.batches_done, batches_per_epoch):
             if should_stop():
@@ -246,8 +221,8 @@ def train_job(
                 log.info("stopped at epoch %d, batch %d", state.epoch + 1, b)
                 return None
             idx = order[b * batch_size : (b + 1) * batch_size]
-            total, denominator = _weighted_loss(
-                model(x_train[idx]), y_train[idx], weight[idx], spec.loss
+            total, denominator = loss_fn(
+                model(x_train[idx]), y_train[idx], weight[idx], state.epoch
             )
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(total / denominator)
