@@ -42,6 +42,17 @@ class Settings(BaseSettings):
         5.0, ge=0, description="Delay before retry n is 2^(n-1) times this, capped at 300 s."
     )
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+    max_upload_bytes: int = Field(
+        512 * 2**20,
+        gt=0,
+        description="Largest .npz accepted by POST /v1/datasets, in bytes; larger is a 413.",
+    )
+    max_upload_array_bytes: int = Field(
+        2 * 2**30,
+        gt=0,
+        description="Largest total size of an upload's arrays once decompressed, in bytes "
+        "(a small np.savez_compressed file can expand to any size); larger is a 413.",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Settings:

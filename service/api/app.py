@@ -10,19 +10,24 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.api import routes_health, routes_jobs
+from service.api import routes_datasets, routes_health, routes_jobs
+from service.artifacts import ArtifactMissing
 from service.datasets import DatasetError
 from service.db.engine import make_engine, make_session_factory, upgrade
 from service.queue.errors import IdempotencyConflict, JobNotFound, JobStateConflict
 from service.queue.inspect import BadCursor
 from service.settings import Settings, get_settings
+from service.uploads import DatasetNotFound, UploadTooLarge
 
 ERROR_STATUS: dict[type[Exception], int] = {
+    ArtifactMissing: 404,
     JobNotFound: 404,
     JobStateConflict: 409,
     IdempotencyConflict: 409,
     BadCursor: 422,
     DatasetError: 422,
+    DatasetNotFound: 404,
+    UploadTooLarge: 413,
 }
 
 
@@ -72,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(error, _domain_error)
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_datasets.router)
     return app
 
 

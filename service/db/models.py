@@ -7,7 +7,18 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Enum, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.db.clock import db_now
@@ -83,3 +94,34 @@ class Job(Base):
         # Listing newest first (a backward scan serves the descending order).
         Index("ix_jobs_created", "created_at", "id"),
     )
+
+
+class DatasetKind(enum.StrEnum):
+    features = "features"  # x is (N, D) float
+    images = "images"  # x is (N, H, W) or (N, C, H, W), uint8 0..255 or float in [0, 1]
+
+
+class Dataset(Base):
+    """An uploaded dataset; its arrays live in <home>/datasets/<id>.npz (service.uploads)."""
+
+    __tablename__ = "datasets"
+
+    # Chosen by service.uploads before the row exists: it also names the file.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # As the client named it, for display only: never used to build a path.
+    filename: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[DatasetKind] = mapped_column(
+        Enum(DatasetKind, name="dataset_kind", native_enum=False, length=16, create_constraint=True)
+    )
+    # {"x_train": [N, ...], "y_train": [N], ...}: one entry per array in the file.
+    shapes: Mapped[dict[str, Any]]
+    # {"train": [n_0, n_1, ...], "test": [...]}: samples per class.
+    class_counts: Mapped[dict[str, Any]]
+    num_classes: Mapped[int] = mapped_column(Integer)
+    # The file's class_names array, or null when it has none (names are then "0".."k-1").
+    class_names: Mapped[list[str] | None] = mapped_column(JSON)
+    has_sample_weight: Mapped[bool] = mapped_column(Boolean)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    __table_args__ = (Index("ix_datasets_created", "created_at", "id"),)
