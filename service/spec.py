@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     NonNegativeInt,
     PositiveInt,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -133,7 +135,22 @@ class EffectiveNumber(StrictModel):
     effective_number: float = Field(gt=0, lt=1, description="beta of (1 - beta^n) / (1 - beta).")
 
 
-ClassWeight = dict[str, float] | Literal["balanced", "inverse_sqrt"] | EffectiveNumber
+def _class_weight_kind(value: Any) -> str:
+    # {"effective_number": beta} is also a valid {class: weight} object: without this
+    # discriminator pydantic would read the rule as weights for a class named "effective_number".
+    if isinstance(value, EffectiveNumber) or (
+        isinstance(value, dict) and "effective_number" in value
+    ):
+        return "effective_number"
+    return "rule" if isinstance(value, str) else "object"
+
+
+ClassWeight = Annotated[
+    Annotated[EffectiveNumber, Tag("effective_number")]
+    | Annotated[Literal["balanced", "inverse_sqrt"], Tag("rule")]
+    | Annotated[dict[str, float], Tag("object")],
+    Discriminator(_class_weight_kind),
+]
 
 
 class ModelSpec(StrictModel):

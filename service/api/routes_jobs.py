@@ -43,7 +43,7 @@ def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a training job. The data it names is checked now, not when it runs."""
-    plan.resolve(spec, settings.resolved_data_root)
+    plan.resolve(spec, settings.resolved_data_root, settings.home)
     with transaction(sessions) as session:
         job, created = enqueue(session, spec, idempotency_key=idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -55,13 +55,14 @@ def submit_job(
 @router.post("/validate")
 def validate_job(spec: JobSpec, settings: SettingsDep) -> ValidationReport:
     """Dry run: what the spec resolves to, with warnings. Nothing is queued."""
-    resolved = plan.resolve(spec, settings.resolved_data_root)
+    resolved = plan.resolve(spec, settings.resolved_data_root, settings.home)
     return ValidationReport(
         spec=spec.model_dump(mode="json"),
         class_names=resolved.class_names,
         counts=resolved.counts,
         class_weight=resolved.class_weight,
         warnings=resolved.warnings,
+        notes=resolved.notes,
     )
 
 
@@ -117,7 +118,7 @@ def job_metrics(job_id: str, sessions: SessionsDep) -> dict[str, Any]:
 def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> FileResponse:
     """The selected checkpoint's weights as safetensors; the model card says how to use them."""
     job = _succeeded(sessions, job_id, "model")
-    path = artifacts.job_dir(settings.artifacts_dir, job.id) / artifacts.MODEL
+    path = artifacts.job_file(settings.artifacts_dir, job.id, artifacts.MODEL)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{job.id}.safetensors"
     )
@@ -127,5 +128,5 @@ def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> File
 def job_model_card(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> JSONResponse:
     """Architecture, classes, input shape and normalisation, spec and metrics of the model."""
     job = _succeeded(sessions, job_id, "model card")
-    path = artifacts.job_dir(settings.artifacts_dir, job.id) / artifacts.CARD
+    path = artifacts.job_file(settings.artifacts_dir, job.id, artifacts.CARD)
     return JSONResponse(json.loads(path.read_text()))
