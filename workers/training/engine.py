@@ -28,13 +28,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from service.datasets import Splits, load_splits
+from service.fit import augment_enabled
 from service.spec import JobSpec, TrainSpec
+from service.weights import job_weights
+from workers.training.augment import augment_batch, batch_generator
 from workers.training.checkpoint import load_checkpoint, save_checkpoint, save_model
 from workers.training.losses import build_loss
 from workers.training.metrics import evaluate
 from workers.training.models import Classifier, arch_kwargs, build_model
-from workers.training.optim import build_optimizer
-from workers.training.sampling import epoch_indices
+from workers.training.optim import build_optimizer, lr_at, set_lr
+from workers.training.sampling import epoch_indices, epoch_length
 
 log = logging.getLogger(__name__)
 
@@ -124,32 +127,42 @@ def _progress_metrics(state: TrainState, running: Tensor) -> dict[str, float]:
     return metrics
 
 
+def _inputs_on(x: np.ndarray, dev: torch.device) -> Tensor:
+    """Model inputs on `dev` as float32 in [0, 1]. uint8 images (value / 255) cross to
+    the device as they are, a quarter of the bytes, and are converted there."""
+    inputs = torch.from_numpy(x).to(dev)
+    return inputs.float().div_(255) if inputs.dtype == torch.uint8 else inputs
+
+
 def train_job(
     spec: JobSpec,
     workdir: Path,
     *,
     device: str,
     data_root: Path,
+    home: Path | None = None,
     report: Callable[[Progress], None],
     should_stop: Callable[[], bool],
 ) -> TrainingResult | None:
     """Train `spec` in `workdir`, resuming from its checkpoint if there is one.
 
-    Returns None if `should_stop()` said so (after writing a checkpoint), else the
-    result, with model.safetensors and card.json written to `workdir`. Raises
+    `home` holds uploaded datasets (None: COUNTERWEIGHT_HOME). Returns None if
+    `should_stop()` said so (after writing a checkpoint), else the result, with
+    model.safetensors and card.json written to `workdir`. Raises
     DatasetError for bad data (not worth a retry); anything else is worth one.
     """
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     train = spec.train
-    splits = load_splits(spec, data_root)
+    splits = load_splits(spec, data_root, home)
     counts = splits.train_class_counts
     minority = int(np.argmin(counts))  # the first of the rarest, if several tie
     dev = torch.device(device)
-    x_train, y_train_cpu = torch.from_numpy(splits.x_train), torch.from_numpy(splits.y_train)
-    x_val, y_val = torch.from_numpy(splits.x_val).to(dev), torch.from_numpy(splits.y_val).to(dev)
-    # Per-sample weights, all 1 until class and sample weights are supported.
-    weight = torch.ones(len(y_train_cpu), device=dev)
+    x_train, y_train_cpu = _inputs_on(splits.x_train, dev), torch.from_numpy(splits.y_train)
+    x_val, y_val = _inputs_on(splits.x_val, dev), torch.from_numpy(splits.y_val).to(dev)
+    # Per-sample weights w_i = class_weight[y_i] * sample_weight_i (DESIGN.md section 4).
+    weights = job_weights(spec, splits)
+    weight = torch.from_numpy(weights.per_sample).to(dev)
 
     # Initialise on the CPU from a private RNG: the same weights on any device, and the
     # worker's global RNG is left alone.
@@ -162,7 +175,7 @@ def train_job(
     model.to(dev)
     x_train, y_train = x_train.to(dev), y_train_cpu.to(dev)
     optimizer = build_optimizer(model, train)
-    loss_fn = build_loss(spec.loss, counts)
+    loss_fn = build_loss(spec.loss, counts, device=dev)
 
     state = TrainState()
     checkpoint = load_checkpoint(workdir)
@@ -177,7 +190,8 @@ def train_job(
     resumed_from_epoch = state.epoch
     wall_before = state.wall_seconds
 
-    n, batch_size = len(y_train), train.batch_size
+    # undersample visits fewer samples than the split holds; every epoch the same number.
+    n, batch_size = epoch_length(spec.sampler, y_train_cpu), train.batch_size
     batches_per_epoch = math.ceil(n / batch_size)
     total_batches = train.epochs * batches_per_epoch
     # (sum of w * loss, sum of denominators) of the epoch so far, kept on the device
@@ -212,6 +226,9 @@ def train_job(
             metrics=_progress_metrics(state, running),
         )
 
+    augment = augment_enabled(spec, splits.input_shape)
+    # bfloat16 has float32's exponent range, so gradients need no GradScaler.
+    amp = dev.type == "cuda" and train.amp
     while not _finished(state, train):
         order = epoch_indices(spec.sampler, y_train_cpu, train.seed, state.epoch).to(dev)
         model.train()
@@ -221,9 +238,14 @@ def train_job(
                 log.info("stopped at epoch %d, batch %d", state.epoch + 1, b)
                 return None
             idx = order[b * batch_size : (b + 1) * batch_size]
-            total, denominator = loss_fn(
-                model(x_train[idx]), y_train[idx], weight[idx], state.epoch
-            )
+            # The lr and the augmentation depend only on (epoch, batch): a resumed run
+            # replays both without any scheduler or generator state.
+            set_lr(optimizer, lr_at(train, state.epoch * batches_per_epoch + b, batches_per_epoch))
+            x = x_train[idx]
+            if augment:
+                x = augment_batch(x, batch_generator(train.seed, state.epoch, b))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                total, denominator = loss_fn(model(x), y_train[idx], weight[idx], state.epoch)
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(total / denominator)
             optimizer.step()
@@ -262,8 +284,8 @@ def train_job(
         log.info("early stop after epoch %d; best was epoch %d", state.epoch, state.best_epoch)
     assert state.best_state is not None  # at least one epoch ran: epochs >= 1
     model.load_state_dict(state.best_state)
-    x_test, y_test = torch.from_numpy(splits.x_test), torch.from_numpy(splits.y_test)
-    _, final = _evaluate(model, x_test.to(dev), y_test.to(dev), splits, minority)
+    x_test, y_test = _inputs_on(splits.x_test, dev), torch.from_numpy(splits.y_test)
+    _, final = _evaluate(model, x_test, y_test.to(dev), splits, minority)
 
     card = {
         "arch": spec.model.arch,
@@ -292,7 +314,7 @@ def train_job(
         "selected_epoch": state.best_epoch,
         "select_by": train.select_by,
         "train_class_counts": counts,
-        "class_weight": [1.0] * splits.num_classes,
+        "class_weight": weights.effective,
         "epochs_trained": state.epoch,
         "early_stopped": state.epoch < train.epochs,
         "wall_seconds": wall_before + time.monotonic() - started,

@@ -5,18 +5,29 @@ std are buffers fitted on the training split, so they travel in the state dict
 (and the safetensors file) and the served model takes raw inputs in [0, 1].
 To add an arch: subclass Classifier, register it in ARCHS, and say in
 `arch_kwargs` which ModelSpec fields it takes.
+
+The convolutional archs take images (n, C, H, W) with any number of channels and
+end in global average pooling, so one arch fits 8x8 digits, 28x28 MNIST and
+32x32 CIFAR alike. They compute in the channels-last memory layout (NHWC), which
+oneDNN on the CPU and cuDNN's tensor-core kernels on the GPU run fastest: small_cnn
+trains about 1.25x faster on the CPU than in the default layout. The layout is
+invisible from outside: inputs, outputs and the saved weights are ordinary tensors.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from service.fit import CONV_ARCHS, check_arch_input
 from service.spec import ModelSpec
+
+SMALL_CNN_CHANNELS = (32, 64, 128)
 
 
 class Normalize(nn.Module):
@@ -77,24 +88,162 @@ class MLP(Classifier):
         return out
 
 
-ARCHS: dict[str, Callable[..., Classifier]] = {"mlp": MLP}
+def conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    # No conv bias: the batch norm right after it has its own.
+    return [nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+
+
+def init_conv_weights(model: nn.Module) -> None:
+    """He (fan-out) initialisation of every conv, as torchvision's ResNet does; batch norms
+    start as the identity (weight 1, bias 0, PyTorch's default)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
+class ConvClassifier(Classifier):
+    """Normalize, then `body`, in the channels-last layout (see the module docstring)."""
+
+    def __init__(self, input_shape: Sequence[int], body: nn.Sequential) -> None:
+        super().__init__(input_shape)
+        self.body = body
+        init_conv_weights(self)
+        self.to(memory_format=torch.channels_last)  # the conv weights; the rest is not 4-D
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.normalize(x).contiguous(memory_format=torch.channels_last)
+        out: Tensor = self.body(x)
+        return out
+
+
+class SmallCNN(ConvClassifier):
+    """Three conv-bn-relu-maxpool stages (32, 64, 128 channels), global average pooling
+    and a linear layer: 94,762 weights and 10.3M multiply-adds per 32x32 colour image,
+    so two CPU cores train it on CIFAR-10 at several hundred images per second."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+        layers: list[nn.Module] = []
+        c_in = input_shape[0]
+        for c_out in SMALL_CNN_CHANNELS:
+            layers += [*conv_bn(c_in, c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c_in = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+        super().__init__(input_shape, nn.Sequential(*layers))
+
+
+Shortcut = Literal["projection", "pad"]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with an identity shortcut (He et al. 2016). Where the shape changes,
+    the shortcut is either a 1x1 conv + batch norm ("projection", option B, torchvision's
+    ResNet-18) or stride-2 subsampling with zero channels appended ("pad", option A, the
+    CIFAR ResNets, which adds no weights)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, shortcut: Shortcut) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            *conv_bn(c_in, c_out, stride), nn.ReLU(inplace=True), *conv_bn(c_out, c_out)
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        self.pad_channels = 0
+        if stride != 1 or c_in != c_out:
+            if shortcut == "projection":
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+                )
+            else:
+                self.shortcut = nn.MaxPool2d(1, stride)  # keeps every stride-th pixel
+                self.pad_channels = c_out - c_in
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = self.shortcut(x)
+        if self.pad_channels:
+            # Zero channels on both sides, as the LDAM and BBN code does.
+            half = self.pad_channels // 2
+            identity = F.pad(identity, (0, 0, 0, 0, half, self.pad_channels - half))
+        out: Tensor = F.relu(self.residual(x) + identity)
+        return out
+
+
+class ResNet(ConvClassifier):
+    """A 3x3 stride-1 stem conv, stages of BasicBlocks (each stage after the first halves
+    the resolution and starts with a strided block), global average pooling, linear."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        widths: Sequence[int],
+        blocks_per_stage: int,
+        shortcut: Shortcut,
+    ) -> None:
+        layers: list[nn.Module] = [*conv_bn(input_shape[0], widths[0]), nn.ReLU(inplace=True)]
+        c_in = widths[0]
+        for stage, c_out in enumerate(widths):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(BasicBlock(c_in, c_out, stride, shortcut))
+                c_in = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+        super().__init__(input_shape, nn.Sequential(*layers))
+
+
+class ResNet18(ResNet):
+    """torchvision's ResNet-18 (4 stages of 2 blocks, 64-512 channels, projection
+    shortcuts) with the small-image stem: a 3x3 stride-1 conv and no max-pool instead of
+    the 7x7 stride-2 conv and max-pool meant for 224x224. 11,173,962 weights for 3x32x32
+    inputs and 10 classes."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+        super().__init__(
+            input_shape,
+            num_classes,
+            widths=(64, 128, 256, 512),
+            blocks_per_stage=2,
+            shortcut="projection",
+        )
+
+
+class ResNet32(ResNet):
+    """The CIFAR ResNet-32 of He et al. 2016 section 4.2 (6n+2 layers, n=5: 3 stages of 5
+    blocks, 16/32/64 channels) with option A shortcuts, as in the LDAM-DRW and BBN code.
+    464,154 weights for 3x32x32 inputs and 10 classes."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+        super().__init__(
+            input_shape, num_classes, widths=(16, 32, 64), blocks_per_stage=5, shortcut="pad"
+        )
+
+
+ARCHS: dict[str, Callable[..., Classifier]] = {
+    "mlp": MLP,
+    "small_cnn": SmallCNN,
+    "resnet18": ResNet18,
+    "resnet32": ResNet32,
+}
 
 
 def arch_kwargs(model: ModelSpec) -> dict[str, Any]:
     """The ModelSpec fields that `model.arch` takes, as build_model keyword arguments."""
     if model.arch == "mlp":
         return {"width": model.width, "depth": model.depth}
+    if model.arch in CONV_ARCHS:
+        return {}  # fixed architectures: nothing to choose
     raise ValueError(f"unknown arch {model.arch!r}")
 
 
 def build_model(
     arch: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any
 ) -> Classifier:
-    """A freshly initialised `arch` (weights from torch's global RNG; seed it first)."""
+    """A freshly initialised `arch` (weights from torch's global RNG; seed it first).
+    Raises DatasetError if the inputs do not fit the arch (see check_arch_input)."""
     try:
         cls = ARCHS[arch]
     except KeyError:
         raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHS)}") from None
+    check_arch_input(arch, input_shape)
     return cls(tuple(input_shape), num_classes, **kwargs)
 
 

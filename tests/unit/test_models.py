@@ -1,0 +1,96 @@
+"""The architectures: shapes, sizes, rebuilding from a card, and a CNN that learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from service.datasets import DatasetError
+from service.spec import JobSpec, ModelSpec
+from tests.unit.test_engine import run as run_job
+from workers.training.checkpoint import load_model, save_model
+from workers.training.models import ARCHS, arch_kwargs, build_model
+
+IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST, CIFAR-10
+
+
+def n_weights(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("shape", IMAGE_SHAPES)
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_arch_maps_images_of_each_size_to_one_logit_per_class(
+    arch: str, shape: tuple[int, ...]
+) -> None:
+    kwargs = arch_kwargs(ModelSpec.model_validate({"arch": arch}))
+    model = build_model(arch, shape, 7, **kwargs)
+    logits = model(torch.rand(5, *shape))
+    assert logits.shape == (5, 7)
+    assert torch.isfinite(logits).all()
+
+
+def test_resnet32_has_the_papers_464k_weights() -> None:
+    # Option A shortcuts add no weights, so all are in the convs, batch norms and the head:
+    #   stem    3*16*9 + 2*16                                               =     464
+    #   stage 1 5 blocks * (2 * 16*16*9 + 2 * 2*16)                         =  23,360
+    #   stage 2 (16*32*9 + 32*32*9 + 4*32) + 4 * (2 * 32*32*9 + 4*32)       =  88,192
+    #   stage 3 (32*64*9 + 64*64*9 + 4*64) + 4 * (2 * 64*64*9 + 4*64)       = 351,488
+    #   head    64*10 + 10                                                  =     650
+    # = 464,154, the 0.46M of He et al. 2016 (Table 6) and of the LDAM-DRW code.
+    assert n_weights(build_model("resnet32", (3, 32, 32), 10)) == 464_154
+    # A grey-scale stem has a third of the stem's conv weights: 464,154 - 2*16*9.
+    assert n_weights(build_model("resnet32", (1, 28, 28), 10)) == 464_154 - 288
+
+
+def test_resnet18_has_torchvisions_weights_with_a_3x3_stem() -> None:
+    # torchvision's resnet18(num_classes=10) has 11,181,642 weights with its 7x7 stem conv
+    # (3*64*49 = 9,408); the 3x3 stem has 3*64*9 = 1,728: 11,181,642 - 9,408 + 1,728.
+    assert n_weights(build_model("resnet18", (3, 32, 32), 10)) == 11_173_962
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_a_saved_model_reloads_from_its_card_with_the_same_outputs(
+    arch: str, tmp_path: Path
+) -> None:
+    shape, kwargs = (3, 32, 32), arch_kwargs(ModelSpec.model_validate({"arch": arch}))
+    torch.manual_seed(0)
+    model = build_model(arch, shape, 3, **kwargs)
+    x = torch.rand(4, *shape)
+    model.normalize.fit(x)
+    model.train()(x)  # moves the batch norms' running statistics off their initial values
+    model.eval()
+    card = {"arch": arch, "model_kwargs": {"input_shape": list(shape), "num_classes": 3, **kwargs}}
+    save_model(tmp_path, model.state_dict(), card)
+
+    served, _ = load_model(tmp_path)  # model_from_card + a strict load_state_dict
+    with torch.inference_mode():
+        torch.testing.assert_close(served(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "resnet32"])
+def test_conv_archs_refuse_feature_vectors_naming_the_field(arch: str) -> None:
+    with pytest.raises(DatasetError, match=rf"^model.arch: {arch} needs images .* \(64,\)"):
+        build_model(arch, (64,), 2)
+
+
+def test_small_cnn_refuses_images_smaller_than_its_three_poolings() -> None:
+    with pytest.raises(DatasetError, match=r"^model.arch: small_cnn needs images at least 8x8"):
+        build_model("small_cnn", (1, 4, 4), 2)
+
+
+def test_small_cnn_learns_digits_in_three_epochs(tmp_path: Path) -> None:
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "digits"},
+            "model": {"arch": "small_cnn"},
+            "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "schedule": "cosine"},
+        }
+    )
+    result = run_job(spec, tmp_path)
+    assert result is not None
+    assert result.metrics["final"]["accuracy"] > 0.9
+    assert result.card["arch"] == "small_cnn"
+    assert result.card["model_kwargs"] == {"input_shape": [1, 8, 8], "num_classes": 10}
