@@ -13,6 +13,17 @@ MODEL = "model.safetensors"
 CARD = "card.json"
 
 
+class ArtifactMissing(LookupError):
+    """A finished job's file is not in the artifact store (deleted, or another host's disk)."""
+
+
+def job_file(artifacts_dir: Path, job_id: str, name: str) -> Path:
+    path = job_dir(artifacts_dir, job_id) / name
+    if not path.is_file():
+        raise ArtifactMissing(f"job {job_id} has no {name} in the artifact store")
+    return path
+
+
 def job_dir(artifacts_dir: Path, job_id: str) -> Path:
     if not job_id.isalnum():
         raise ValueError(f"not a job id: {job_id!r}")

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import make_engine, make_session_factory, upgrade
@@ -50,9 +52,7 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 class ThreadedUvicorn:
     """The real app served by a real uvicorn on a free loopback port, in a thread."""
 
-    def __init__(self, app: object) -> None:
-        import uvicorn
-
+    def __init__(self, app: FastAPI) -> None:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -151,6 +151,7 @@ class Worker:
                 job_dir(self.settings.artifacts_dir, job.id),
                 device=device,
                 data_root=self.settings.resolved_data_root,
+                home=self.settings.home,
                 report=report,
                 should_stop=beat.should_stop,
             )
@@ -179,12 +180,22 @@ class Worker:
         self._settle(lease, fail, error=error, retryable=retryable, backoff_seconds=backoff)
 
     def _settle(self, lease: Lease, action: Callable[..., Job], **kwargs: Any) -> None:
-        """Record a job's outcome; a worker that lost the lease records nothing."""
-        try:
-            with transaction(self.sessions) as session:
-                action(session, lease, **kwargs)
-        except LeaseLost as exc:
-            log.warning("job=%s outcome not recorded: %s", lease.job_id, exc)
+        """Record a job's outcome, retrying while the database is unreachable for as long
+        as the lease would last; a worker that lost the lease records nothing."""
+        deadline = time.monotonic() + self.settings.lease_seconds
+        while True:
+            try:
+                with transaction(self.sessions) as session:
+                    action(session, lease, **kwargs)
+                return
+            except LeaseLost as exc:
+                log.warning("job=%s outcome not recorded: %s", lease.job_id, exc)
+                return
+            except SQLAlchemyError as exc:
+                if time.monotonic() > deadline:
+                    raise  # the sweeper re-queues it; the checkpoint makes the rerun short
+                log.warning("job=%s recording the outcome failed (%s); retrying", lease.job_id, exc)
+                time.sleep(1.0)
 
 
 def run_worker(settings: Settings, device: str | None) -> None:

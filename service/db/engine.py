@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,14 +20,34 @@ from sqlalchemy.pool import ConnectionPoolEntry
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a diverged run's loss) become null: JSON has no such numbers
+    and Postgres rejects them, which would strand a finished job's result."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def dumps_json(value: Any) -> str:
+    return json.dumps(_finite(value), allow_nan=False)
+
+
 def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 30_000) -> Engine:
     """An engine; for SQLite a file is created with WAL and IMMEDIATE transactions."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000})
+    engine = create_engine(
+        url,
+        connect_args={"timeout": sqlite_busy_timeout_ms / 1000},
+        json_serializer=dumps_json,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, record: ConnectionPoolEntry) -> None:

@@ -48,6 +48,11 @@ def test_a_digits_job_trains_and_its_model_reproduces_the_reported_accuracy(
         predicted = model(torch.from_numpy(splits.x_test)).argmax(dim=1).numpy()
     assert float(np.mean(predicted == splits.y_test)) == metrics["final"]["accuracy"]
 
+    # An artifact store that lost the file answers 404 with a reason, not a 500.
+    (service.home / "artifacts" / "jobs" / job_id / "model.safetensors").unlink()
+    missing = service.http.get(f"/v1/jobs/{job_id}/model")
+    assert missing.status_code == 404 and "model.safetensors" in missing.json()["detail"]
+
 
 @BACKENDS
 def test_a_killed_worker_s_job_resumes_from_its_checkpoint_on_another_worker(

@@ -263,3 +263,17 @@ def test_idempotency_key_replays_the_same_job_and_refuses_another_body(
         enqueue(session, spec(priority=3), idempotency_key="k-1")
     with transaction(sessions) as session:
         assert len(session.scalars(select(Job)).all()) == 1
+
+
+def test_a_diverged_run_s_nan_metrics_are_stored_as_null(sessions: Sessions) -> None:
+    [job_id] = add_jobs(sessions, 1)
+    job = claim_one(sessions, "w")
+    assert job is not None
+    lease = Lease.of(job)
+    with transaction(sessions) as session:
+        heartbeat(session, lease, lease_seconds=60, progress={"metrics": {"loss": float("inf")}})
+        finish(session, lease, result={"history": [{"val_loss": float("nan")}], "ok": 1.0})
+    job = load(sessions, job_id)
+    assert job.status == JobStatus.succeeded
+    assert job.result == {"history": [{"val_loss": None}], "ok": 1.0}
+    assert job.progress == {"metrics": {"loss": None}}
