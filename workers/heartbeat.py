@@ -1,7 +1,9 @@
 """The thread that keeps a running job's lease alive and carries news both ways.
 
-Out: the latest progress, written with each heartbeat. In: whether the job was
-cancelled, and whether this worker lost the lease. Training polls `should_stop`
+Out: the latest progress, written with each heartbeat, and the history row of
+every epoch finished since the last one (progress coalesces, epochs must not:
+each becomes an event that subscribers see). In: whether the job was cancelled,
+and whether this worker lost the lease. Training polls `should_stop`
 between batches, so either reaches it within one heartbeat interval.
 """
 
@@ -40,12 +42,18 @@ class Heartbeat(threading.Thread):
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._progress: dict[str, Any] | None = None
+        self._epochs: list[dict[str, Any]] = []  # finished epochs' rows not yet written
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
 
     def set_progress(self, progress: dict[str, Any]) -> None:
+        """Take a report (workers.training.engine.Progress as a dict) for the next beat."""
+        progress = dict(progress)
+        row = progress.pop("history_row", None)
         with self._lock:
             self._progress = progress
+            if row is not None:
+                self._epochs.append(row)
 
     def should_stop(self) -> bool:
         return self.cancel_requested.is_set() or self.lease_lost.is_set() or self._shutdown.is_set()
@@ -55,13 +63,18 @@ class Heartbeat(threading.Thread):
             pass
 
     def _beat(self) -> bool:
-        """One heartbeat carrying the pending progress; False once the lease is lost."""
+        """One heartbeat carrying the pending progress and epochs; False once the lease is lost."""
         with self._lock:
             progress, self._progress = self._progress, None
+            epochs, self._epochs = self._epochs, []
         try:
             with transaction(self._sessions) as session:
                 cancelled = heartbeat(
-                    session, self._lease, lease_seconds=self._lease_seconds, progress=progress
+                    session,
+                    self._lease,
+                    lease_seconds=self._lease_seconds,
+                    progress=progress,
+                    epochs=epochs,
                 )
         except LeaseLost as exc:
             log.warning("job=%s %s; stopping it", self._lease.job_id, exc)
@@ -72,6 +85,8 @@ class Heartbeat(threading.Thread):
             log.warning("job=%s heartbeat failed: %s", self._lease.job_id, exc)
             with self._lock:
                 self._progress = self._progress or progress
+                # Rolled back: these rows come first again, before any newer epoch.
+                self._epochs = epochs + self._epochs
             return True
         if cancelled and not self.cancel_requested.is_set():
             log.info("job=%s cancellation requested", self._lease.job_id)
@@ -79,8 +94,10 @@ class Heartbeat(threading.Thread):
         return True
 
     def stop(self) -> None:
-        """End the thread, then write the last progress so the job's record is current."""
+        """End the thread, then write the last progress and epochs so the job's record
+        (and its event stream, before the outcome's status event) is current."""
         self._done.set()
         self.join()
-        if self._progress is not None and not self.lease_lost.is_set():
+        pending = self._progress is not None or bool(self._epochs)
+        if pending and not self.lease_lost.is_set():
             self._beat()

@@ -13,11 +13,13 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -56,6 +58,18 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+class Sweep(Base):
+    """A grid over a base spec (service.sweeps); its jobs point back here with sweep_id."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    # As the client sent them: the table's cells are re-derived from these and the jobs.
+    base: Mapped[dict[str, Any]]
+    grid: Mapped[dict[str, Any]]  # {"<dotted.path>": [values...]}, in the client's order
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -83,6 +97,10 @@ class Job(Base):
 
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     spec_fingerprint: Mapped[str] = mapped_column(String(64))
+    # The sweep that queued this job, if any (GET /v1/sweeps/{id} reads its jobs by it).
+    sweep_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("sweeps.id", name="fk_jobs_sweep"), index=True
+    )
 
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
     started_at: Mapped[datetime | None]
@@ -125,3 +143,24 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
 
     __table_args__ = (Index("ix_datasets_created", "created_at", "id"),)
+
+
+class JobEvent(Base):
+    """One entry of a job's event stream (service.queue.events, GET /v1/jobs/{id}/events).
+
+    seq numbers a job's events 1, 2, 3 ... in commit order; id orders all events
+    across jobs, so the API's poller can fetch everything new with one query.
+    """
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", name="fk_job_events_job"))
+    seq: Mapped[int] = mapped_column(Integer)
+    # "status" | "progress" | "epoch"
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    # The unique (job_id, seq) index also serves replays and max(seq) per job.
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from service.db.clock import db_now
 from service.db.models import Job, JobStatus
 from service.queue.errors import JobNotFound, JobStateConflict
+from service.queue.events import record_status
 
 
 def request_cancel(session: Session, job_id: str) -> Job:
@@ -26,4 +27,6 @@ def request_cancel(session: Session, job_id: str) -> Job:
         job.finished_at = db_now()  # evaluated by the database at flush
     session.flush()
     session.refresh(job)
+    if job.status == JobStatus.cancelled:
+        record_status(session, job)  # a running job's end is recorded by its worker
     return job

@@ -14,6 +14,7 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from service.db.clock import db_now
 from service.db.models import Job, JobStatus
+from service.queue.events import record_status
 
 
 def _claim_statement() -> UpdateBase:
@@ -53,4 +54,7 @@ CLAIM = _claim_statement()
 def claim(session: Session, *, worker_id: str, lease_seconds: float) -> Job | None:
     """Take the most urgent runnable job and lease it to `worker_id`, or None."""
     params = {"worker_id": worker_id, "lease_seconds": lease_seconds}
-    return session.scalars(CLAIM, params).one_or_none()
+    job = session.scalars(CLAIM, params).one_or_none()
+    if job is not None:
+        record_status(session, job)  # "running", with the attempt
+    return job

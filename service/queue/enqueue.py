@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Job, JobStatus
 from service.queue.errors import IdempotencyConflict
+from service.queue.events import record_status
 from service.spec import JobSpec
 
 NEW_JOB_CHANNEL = "counterweight_jobs"
@@ -44,6 +45,7 @@ def enqueue(
         if winner is None:
             raise
         return _replay(winner, idempotency_key, fingerprint), False
+    record_status(session, job)  # seq 1 of the job's event stream: "queued"
     if session.get_bind().dialect.name == "postgresql":
         # Delivered at commit: idle workers wake at once instead of at their next poll.
         session.execute(

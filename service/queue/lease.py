@@ -9,6 +9,7 @@ one costs more than running it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from service.db.clock import db_now
 from service.db.models import Job, JobStatus
 from service.queue.errors import LeaseLost
+from service.queue.events import record_event, record_status
 
 MAX_BACKOFF_SECONDS = 300.0
 
@@ -86,9 +88,19 @@ def _run(session: Session, statement: UpdateBase, lease: Lease, **params: Any) -
 
 
 def heartbeat(
-    session: Session, lease: Lease, *, lease_seconds: float, progress: dict[str, Any] | None
+    session: Session,
+    lease: Lease,
+    *,
+    lease_seconds: float,
+    progress: dict[str, Any] | None,
+    epochs: Sequence[dict[str, Any]] = (),
 ) -> bool:
-    """Renew the lease and store progress; returns whether cancellation was requested."""
+    """Renew the lease and store progress; returns whether cancellation was requested.
+
+    `epochs` are the history rows of epochs finished since the last heartbeat: each
+    becomes an "epoch" event, then `progress` a "progress" event. Written only after
+    the UPDATE succeeded, so a lost lease records nothing.
+    """
     if progress is None:
         job = _run(session, HEARTBEAT, lease, lease_seconds=lease_seconds)
     else:
@@ -99,16 +111,20 @@ def heartbeat(
             lease_seconds=lease_seconds,
             new_progress=progress,
         )
+    for row in epochs:
+        record_event(session, lease.job_id, "epoch", row)
+    if progress is not None:
+        record_event(session, lease.job_id, "progress", progress)
     return job.cancel_requested
 
 
 def finish(session: Session, lease: Lease, *, result: dict[str, Any]) -> Job:
-    return _run(session, FINISH, lease, new_result=result)
+    return _with_status(session, _run(session, FINISH, lease, new_result=result))
 
 
 def mark_cancelled(session: Session, lease: Lease) -> Job:
     """The worker stopped a job whose cancellation was requested."""
-    return _run(session, MARK_CANCELLED, lease)
+    return _with_status(session, _run(session, MARK_CANCELLED, lease))
 
 
 def fail(
@@ -117,12 +133,18 @@ def fail(
     """Fail this attempt: retry after a backoff while attempts remain, else fail the job."""
     if retryable and lease.attempt < lease.max_attempts:
         delay = min(backoff_seconds * 2 ** (lease.attempt - 1), MAX_BACKOFF_SECONDS)
-        return _run(session, RETRY, lease, new_error=error, delay=delay)
+        return _with_status(session, _run(session, RETRY, lease, new_error=error, delay=delay))
     if retryable:
         error = f"{error} (attempt {lease.attempt} of {lease.max_attempts}; no retries left)"
-    return _run(session, FAIL, lease, new_error=error)
+    return _with_status(session, _run(session, FAIL, lease, new_error=error))
 
 
 def release(session: Session, lease: Lease) -> Job:
     """Give a job back to the queue untouched (worker shutting down): it resumes elsewhere."""
-    return _run(session, RELEASE, lease)
+    return _with_status(session, _run(session, RELEASE, lease))
+
+
+def _with_status(session: Session, job: Job) -> Job:
+    """Record the status `job` was just moved to, in the transaction that moved it."""
+    record_status(session, job)
+    return job

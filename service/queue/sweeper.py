@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.db.clock import db_now
 from service.db.models import Job, JobStatus
+from service.queue.events import record_status_of
 
 LEASE_EXPIRED = "worker stopped heartbeating (lease expired)"
 
@@ -42,7 +43,10 @@ def sweep_expired(session: Session) -> list[tuple[str, JobStatus]]:
             run_after=db_now(),
             finished_at=case((terminal, db_now()), else_=None),
         )
-        .returning(Job.id, Job.status)
+        .returning(Job.id, Job.status, Job.attempt, Job.error)
         .execution_options(synchronize_session=False)
     )
-    return [(row.id, row.status) for row in session.execute(statement)]
+    rows = session.execute(statement).all()
+    for row in rows:
+        record_status_of(session, row.id, row.status, attempt=row.attempt, error=row.error)
+    return [(row.id, row.status) for row in rows]

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,9 @@ class Progress:
     fraction: float  # 0..1 over the whole job, by batches; 1.0 once training has ended
     eta_seconds: float | None  # None until a batch has been timed
     metrics: dict[str, float]  # train_loss (running, this epoch) and the latest val_* metrics
+    # Set on the report at the end of an epoch: that epoch's history row, which the
+    # worker passes on as an "epoch" event (service.queue.events).
+    history_row: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,7 @@ def train_job(
                 k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
             }
         checkpoint_now()
-        report(progress(done=_finished(state, train)))
+        report(replace(progress(done=_finished(state, train)), history_row=row))
         last_report = time.monotonic()
 
     if state.epoch < train.epochs:
