@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         description="Largest total size of an upload's arrays once decompressed, in bytes "
         "(a small np.savez_compressed file can expand to any size); larger is a 413.",
     )
+    max_predict_inputs: int = Field(
+        1024,
+        gt=0,
+        description="Most inputs one POST /v1/jobs/{id}/predict takes; more is a 413.",
+    )
+    predict_cache_models: int = Field(
+        4, gt=0, description="How many models the API keeps loaded for predict (LRU)."
+    )
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Settings:

@@ -19,6 +19,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -38,7 +39,8 @@ from service.queue.sweeper import sweep_expired
 from service.settings import Settings
 from service.spec import JobSpec
 from workers.heartbeat import Heartbeat
-from workers.training.engine import Progress, train_job
+from workers.plots import render_plots
+from workers.training.engine import Progress, TrainingResult, train_job
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,9 @@ class Worker:
             )
             return partial(self._fail, lease, f"{type(exc).__name__}: {exc}", retryable=True)
         if result is not None:
+            # Rendered while the heartbeat still holds the lease.
+            workdir = job_dir(self.settings.artifacts_dir, job.id)
+            result.metrics["plots"] = render_plots_safely(job.id, result, workdir)
             log.info("job=%s succeeded", job.id)
             return partial(self._settle, lease, finish, result=result.metrics)
         if beat.lease_lost.is_set():
@@ -196,6 +201,15 @@ class Worker:
                     raise  # the sweeper re-queues it; the checkpoint makes the rerun short
                 log.warning("job=%s recording the outcome failed (%s); retrying", lease.job_id, exc)
                 time.sleep(1.0)
+
+
+def render_plots_safely(job_id: str, result: TrainingResult, workdir: Path) -> list[str]:
+    """The job's plots, or none if drawing them failed: a plot is not worth a trained model."""
+    try:
+        return render_plots(result.metrics, result.card["class_names"], workdir)
+    except Exception:
+        log.error("job=%s plots not rendered:\n%s", job_id, traceback.format_exc())
+        return []
 
 
 def run_worker(settings: Settings, device: str | None) -> None:

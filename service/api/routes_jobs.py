@@ -92,7 +92,8 @@ def cancel_job(job_id: str, sessions: SessionsDep) -> JobOut:
         return JobOut.of(request_cancel(session, job_id))
 
 
-def _succeeded(sessions: SessionsDep, job_id: str, what: str) -> Job:
+def succeeded_job(sessions: SessionsDep, job_id: str, what: str) -> Job:
+    """The job, if it has succeeded; else a conflict naming what the caller wanted."""
     with transaction(sessions) as session:
         job = get_job(session, job_id)
     if job.status != JobStatus.succeeded:
@@ -105,7 +106,7 @@ def _succeeded(sessions: SessionsDep, job_id: str, what: str) -> Job:
 @router.get("/{job_id}/metrics", responses=ERRORS)
 def job_metrics(job_id: str, sessions: SessionsDep) -> dict[str, Any]:
     """Per-epoch validation history and the final test evaluation (DESIGN.md section 5)."""
-    job = _succeeded(sessions, job_id, "metrics")
+    job = succeeded_job(sessions, job_id, "metrics")
     assert job.result is not None
     return job.result
 
@@ -117,7 +118,7 @@ def job_metrics(job_id: str, sessions: SessionsDep) -> dict[str, Any]:
 )
 def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> FileResponse:
     """The selected checkpoint's weights as safetensors; the model card says how to use them."""
-    job = _succeeded(sessions, job_id, "model")
+    job = succeeded_job(sessions, job_id, "model")
     path = artifacts.job_file(settings.artifacts_dir, job.id, artifacts.MODEL)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{job.id}.safetensors"
@@ -127,6 +128,6 @@ def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> File
 @router.get("/{job_id}/model/card", responses=ERRORS)
 def job_model_card(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> JSONResponse:
     """Architecture, classes, input shape and normalisation, spec and metrics of the model."""
-    job = _succeeded(sessions, job_id, "model card")
+    job = succeeded_job(sessions, job_id, "model card")
     path = artifacts.job_file(settings.artifacts_dir, job.id, artifacts.CARD)
     return JSONResponse(json.loads(path.read_text()))

@@ -1,0 +1,49 @@
+"""The predict model cache: each job's model is read from the artifact store once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from service import artifacts
+from service.inference import ModelCache, predict, to_batch
+from workers.training.checkpoint import save_model
+from workers.training.models import build_model
+
+
+def store_model(artifacts_dir: Path, job_id: str) -> None:
+    workdir = artifacts.job_dir(artifacts_dir, job_id)
+    workdir.mkdir(parents=True)
+    model = build_model("mlp", (1, 4, 4), 3, width=8)
+    card = {
+        "arch": "mlp",
+        "model_kwargs": {"input_shape": [1, 4, 4], "num_classes": 3, "width": 8},
+        "input_shape": [1, 4, 4],
+        "class_names": ["a", "b", "c"],
+    }
+    save_model(workdir, model.state_dict(), card)
+
+
+def remove_model(artifacts_dir: Path, job_id: str) -> None:
+    for name in (artifacts.MODEL, artifacts.CARD):
+        (artifacts.job_dir(artifacts_dir, job_id) / name).unlink()
+
+
+def test_a_model_is_loaded_once_and_the_least_recently_used_is_evicted(tmp_path: Path) -> None:
+    cache = ModelCache()
+    store_model(tmp_path, "one")
+    store_model(tmp_path, "two")
+    first = cache.get(tmp_path, "one", capacity=1)
+    remove_model(tmp_path, "one")
+    # Served from memory: the files are no longer read.
+    assert cache.get(tmp_path, "one", capacity=1) is first
+    batch = to_batch([torch.rand(1, 4, 4).tolist()], first, max_inputs=8)
+    (prediction,) = predict(first, batch)
+    assert prediction["name"] == ["a", "b", "c"][prediction["class"]]
+    assert sum(prediction["probabilities"]) == pytest.approx(1.0)
+
+    cache.get(tmp_path, "two", capacity=1)  # evicts "one", whose files are gone
+    with pytest.raises(artifacts.ArtifactMissing, match=r"card\.json"):
+        cache.get(tmp_path, "one", capacity=1)
