@@ -10,13 +10,23 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.api import routes_datasets, routes_health, routes_jobs
+from service.api import (
+    routes_datasets,
+    routes_events,
+    routes_health,
+    routes_jobs,
+    routes_results,
+    routes_sweeps,
+)
+from service.api.routes_events import EventHub
 from service.artifacts import ArtifactMissing
 from service.datasets import DatasetError
 from service.db.engine import make_engine, make_session_factory, upgrade
+from service.inference import PredictInputError, TooManyInputs
 from service.queue.errors import IdempotencyConflict, JobNotFound, JobStateConflict
 from service.queue.inspect import BadCursor
 from service.settings import Settings, get_settings
+from service.sweeps import SweepError, SweepNotFound
 from service.uploads import DatasetNotFound, UploadTooLarge
 
 ERROR_STATUS: dict[type[Exception], int] = {
@@ -28,6 +38,10 @@ ERROR_STATUS: dict[type[Exception], int] = {
     DatasetError: 422,
     DatasetNotFound: 404,
     UploadTooLarge: 413,
+    PredictInputError: 422,
+    TooManyInputs: 413,
+    SweepError: 422,
+    SweepNotFound: 404,
 }
 
 
@@ -58,7 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         upgrade(settings.resolved_database_url)  # an empty home is ready on first start
+        # One poller of job_events for all of this app's event subscribers.
+        app.state.event_hub = hub = EventHub(app.state.sessions)
+        hub.start()
         yield
+        await hub.stop()
         engine.dispose()
 
     engine = make_engine(
@@ -77,7 +95,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(error, _domain_error)
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_events.router)
     app.include_router(routes_datasets.router)
+    app.include_router(routes_results.router)
+    app.include_router(routes_sweeps.router)
     return app
 
 

@@ -1,0 +1,126 @@
+"""/v1/sweeps: a grid over a base spec -> jobs, and a comparison table across the grid."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from service import sweeps
+from service.api.deps import SessionsDep, SettingsDep
+from service.db.engine import transaction
+from service.db.models import Job, Sweep
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No sweep with this id"}}
+
+
+class SweepIn(BaseModel):
+    base: dict[str, Any] = Field(
+        description="A job spec (POST /v1/jobs); the grid sets fields of it, so it may leave "
+        "out what the grid fills in."
+    )
+    grid: dict[str, list[Any]] = Field(
+        description='{"<dotted.path>": [values...]}, e.g. {"loss.type": ["cross_entropy", '
+        f'"focal"], "train.seed": [0, 1]}}: one job per combination, at most {sweeps.MAX_JOBS}.'
+    )
+
+
+class SweepOut(BaseModel):
+    id: str
+    status: str = Field(
+        description="queued, running, succeeded (every job did), or failed (every job ended "
+        "and at least one failed or was cancelled)."
+    )
+    progress: dict[str, Any] = Field(
+        description="ended, total and fraction of the jobs, and the count of each job status."
+    )
+    job_ids: list[str] = Field(description="In grid order, the last grid path varying fastest.")
+    table: list[dict[str, Any]] = Field(
+        description="One row per grid cell (the grid values except train.seed): `cell`, `n` "
+        "(succeeded jobs), `jobs`, and for balanced_accuracy, macro_f1 and minority_recall "
+        "(test split) the `mean` and sample `std` (ddof=1; null with fewer than 2) over `n`."
+    )
+
+    @classmethod
+    def of(cls, sweep: Sweep, jobs: list[Job]) -> SweepOut:
+        rows, job_ids = sweeps.table(sweep, jobs)
+        statuses = [job.status for job in jobs]
+        return cls(
+            id=sweep.id,
+            status=sweeps.sweep_status(statuses),
+            progress=sweeps.progress(statuses),
+            job_ids=job_ids,
+            table=rows,
+        )
+
+
+@router.post("", status_code=202)
+def submit_sweep(
+    body: SweepIn, response: Response, sessions: SessionsDep, settings: SettingsDep
+) -> SweepOut:
+    """Queue one job per grid combination; every one is validated before any is queued."""
+    combinations = sweeps.expand(body.base, body.grid)
+    specs = sweeps.validate(combinations, settings.resolved_data_root, settings.home)
+    with transaction(sessions) as session:
+        sweep, jobs = sweeps.create_sweep(session, body.base, body.grid, specs)
+    response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
+    return SweepOut.of(sweep, jobs)
+
+
+@router.get("/{sweep_id}", responses=ERRORS)
+def read_sweep(sweep_id: str, sessions: SessionsDep) -> SweepOut:
+    with transaction(sessions) as session:
+        sweep, jobs = sweeps.get_sweep(session, sweep_id)
+    return SweepOut.of(sweep, jobs)
+
+
+@router.get(
+    "/{sweep_id}/plots/compare.png",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}}},
+    response_class=Response,
+)
+def compare_plot(sweep_id: str, sessions: SessionsDep) -> Response:
+    """Each cell's mean test metrics with sample-std error bars, rendered from the jobs
+    that have succeeded so far."""
+    with transaction(sessions) as session:
+        sweep, jobs = sweeps.get_sweep(session, sweep_id)
+    rows, _ = sweeps.table(sweep, jobs)
+    return Response(content=_compare_png(rows), media_type="image/png")
+
+
+def _cell_label(cell: dict[str, Any]) -> str:
+    return "\n".join(f"{path}={value}" for path, value in cell.items()) or "base"
+
+
+def _compare_png(rows: list[dict[str, Any]]) -> bytes:
+    # Imported here: matplotlib takes a while to import and only this route needs it.
+    # Figure without pyplot: no global state, so concurrent requests cannot mix figures.
+    from matplotlib.figure import Figure
+
+    width = 0.8 / len(sweeps.METRICS)
+    figure = Figure(figsize=(min(40.0, 2.0 + 1.2 * len(rows)), 4.8), layout="constrained")
+    axes = figure.add_subplot()
+    for i, metric in enumerate(sweeps.METRICS):
+        means = [_number(row[metric]["mean"]) for row in rows]
+        stds = [_number(row[metric]["std"], 0.0) for row in rows]
+        positions = [x + (i - (len(sweeps.METRICS) - 1) / 2) * width for x in range(len(rows))]
+        axes.bar(positions, means, width, yerr=stds, capsize=3, label=metric)
+    axes.set_xticks(range(len(rows)), [_cell_label(row["cell"]) for row in rows], fontsize=8)
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("test split (mean ± sample std over seeds)")
+    axes.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    if not any(row["n"] for row in rows):
+        axes.text(0.5, 0.5, "no job has succeeded yet", ha="center", transform=axes.transAxes)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _number(value: float | None, missing: float = math.nan) -> float:
+    # A cell without succeeded jobs has null means: matplotlib leaves a NaN bar out.
+    return missing if value is None else value
