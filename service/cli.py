@@ -1,25 +1,18 @@
-"""`counterweight`: run the service, a worker, migrations, or submit a job."""
+"""`counterweight`: run the service, a worker or migrations; the client commands
+(submit, status, wait, ...) are in service/cli_client.py."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any
 
-import httpx
-from tqdm import tqdm
-
+from service import cli_client
 from service.settings import Settings
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def _settings() -> Settings:
@@ -94,60 +87,6 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> httpx.Client:
-    return httpx.Client(base_url=args.url, timeout=30)
-
-
-def _check(response: httpx.Response) -> Any:
-    if response.is_error:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise SystemExit(f"error {response.status_code}: {detail}")
-    return response.json()
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    spec = json.loads(Path(args.spec).read_text())
-    with _client(args) as client:
-        job = _check(client.post("/v1/jobs", json=spec))
-        print(job["id"], flush=True)
-        if not args.wait:
-            return 0
-        job = _wait(client, job["id"])
-        if job["status"] != "succeeded":
-            print(f"job {job['id']} {job['status']}: {job.get('error') or ''}", file=sys.stderr)
-            return 1
-        metrics = _check(client.get(f"/v1/jobs/{job['id']}/metrics"))
-    final = metrics["final"]
-    print(
-        json.dumps({k: final[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "g_mean")})
-    )
-    return 0
-
-
-def _wait(client: httpx.Client, job_id: str) -> Any:
-    """Poll until the job ends, drawing a progress bar on stderr."""
-    with tqdm(total=1.0, unit="job", file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}") as bar:
-        while True:
-            job = _check(client.get(f"/v1/jobs/{job_id}"))
-            progress = job.get("progress") or {}
-            bar.n = round(progress.get("fraction", 0.0), 3)
-            bar.set_description(
-                f"{job['status']} epoch {progress.get('epoch', 0)}/{progress.get('epochs', '?')}"
-            )
-            latest = progress.get("metrics") or {}
-            eta = progress.get("eta_seconds")
-            bar.set_postfix_str(
-                " ".join(f"{k}={v:.3f}" for k, v in latest.items())
-                + (f" eta={eta:.0f}s" if eta else "")
-            )
-            if job["status"] in TERMINAL:
-                return job
-            time.sleep(1.0)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="counterweight", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,11 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply all migrations").set_defaults(func=cmd_db_upgrade)
 
-    submit = sub.add_parser("submit", help="submit a job spec (JSON file)")
-    submit.add_argument("spec")
-    submit.add_argument("--wait", action="store_true", help="show progress until the job ends")
-    submit.add_argument("--url", default=os.environ.get("COUNTERWEIGHT_URL", DEFAULT_URL))
-    submit.set_defaults(func=cmd_submit)
+    cli_client.add_commands(sub)
     return parser
 
 
@@ -186,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the bar
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code
