@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from safetensors.numpy import load_file
 
 from counterweight_client import Client, JobEvent
+from service.datasets import load_splits
+from service.spec import JobSpec
 from tests.processes import Service
 
 TINY: dict[str, Any] = {
@@ -46,6 +49,29 @@ def test_client_and_cli_on_a_real_service(service: Service, tmp_path: Path) -> N
         weights = load_file(str(model))
         assert weights and all(array.size > 0 for array in weights.values())
         assert client.model_card(job.id)["arch"] == "mlp"
+
+        # predict through the client agrees with the server's own answer for the same inputs.
+        splits = load_splits(JobSpec.model_validate(TINY), service.home, service.home)
+        inputs = splits.x_test[:5]
+        predictions = client.predict(job.id, inputs)
+        served = service.http.post(
+            f"/v1/jobs/{job.id}/predict", json={"inputs": inputs.tolist()}
+        ).json()["predictions"]
+        assert [p.class_index for p in predictions] == [p["class"] for p in served]
+        assert predictions[0].name == served[0]["name"]
+
+        # A one-cell sweep over two seeds, followed to its end through the client.
+        sweep = client.sweep(
+            {**TINY, "train": {**TINY["train"], "epochs": 1}}, {"train.seed": [0, 1]}
+        )
+        assert len(sweep.job_ids) == 2
+        deadline = time.monotonic() + 180
+        while not (sweep := client.get_sweep(sweep.id)).done:
+            assert time.monotonic() < deadline, service.logs()
+            time.sleep(0.5)
+        assert sweep.status == "succeeded"
+        [row] = sweep.table
+        assert row["n"] == 2 and row["balanced_accuracy"]["std"] is not None
 
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(TINY))
