@@ -209,6 +209,10 @@ def _run(command: Command) -> Callable[[argparse.Namespace], int]:
             status = f" {error.status}" if error.status is not None else ""
             print(f"error{status}: {error.detail}", file=sys.stderr)
             return 1
+        except (OSError, json.JSONDecodeError) as error:
+            # A spec file that is missing or not JSON: say so, without a traceback.
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     return run
 

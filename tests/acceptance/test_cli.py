@@ -94,3 +94,25 @@ def test_submit_reports_a_bad_spec_clearly(tmp_path: Path) -> None:
         )
     assert result.returncode != 0
     assert "422" in result.stderr and "train.epochs" in result.stderr
+
+
+def test_submit_names_a_spec_file_it_cannot_read(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for spec in (broken, tmp_path / "missing.json"):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "submit",
+                str(spec),
+                "--url",
+                "http://127.0.0.1:9",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
