@@ -13,23 +13,21 @@ import uuid
 import psycopg
 from sqlalchemy.engine import make_url
 
+from service.db.engine import libpq_dsn
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "COUNTERWEIGHT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def new_postgres_database() -> str:
     name = f"cw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(POSTGRES_ADMIN_URL), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_postgres_database(url: str) -> None:
     name = make_url(url).database
-    with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(POSTGRES_ADMIN_URL), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

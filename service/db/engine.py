@@ -36,6 +36,11 @@ def dumps_json(value: Any) -> str:
     return json.dumps(_finite(value), allow_nan=False)
 
 
+def libpq_dsn(url: str) -> str:
+    """A SQLAlchemy Postgres URL as the plain DSN that psycopg.connect takes."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 30_000) -> Engine:
     """An engine; for SQLite a file is created with WAL and IMMEDIATE transactions."""
     parsed = make_url(url)

@@ -14,6 +14,7 @@ import time
 import psycopg
 from sqlalchemy.engine import make_url
 
+from service.db.engine import libpq_dsn
 from service.queue.enqueue import NEW_JOB_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class JobWaiter:
         url = make_url(database_url)
         self._dsn: str | None = None
         if url.get_backend_name() == "postgresql":
-            self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._dsn = libpq_dsn(database_url)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
     def wait(self, timeout: float) -> None:
