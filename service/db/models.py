@@ -58,6 +58,10 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+# Owner of everything created while the service runs open (no API keys configured).
+DEFAULT_TENANT = "default"
+
+
 class Sweep(Base):
     """A grid over a base spec (service.sweeps); its jobs point back here with sweep_id."""
 
@@ -67,7 +71,12 @@ class Sweep(Base):
     # As the client sent them: the table's cells are re-derived from these and the jobs.
     base: Mapped[dict[str, Any]]
     grid: Mapped[dict[str, Any]]  # {"<dotted.path>": [values...]}, in the client's order
+    tenant: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    __table_args__ = (Index("ix_sweeps_tenant_created", "tenant", "created_at"),)
 
 
 class Job(Base):
@@ -95,7 +104,12 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
 
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Who submitted it (service.auth); another tenant's key sees a 404 for this job.
+    tenant: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
+    # Unique per tenant, so that two tenants' keys never replay each other's jobs.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     spec_fingerprint: Mapped[str] = mapped_column(String(64))
     # The sweep that queued this job, if any (GET /v1/sweeps/{id} reads its jobs by it).
     sweep_id: Mapped[str | None] = mapped_column(
@@ -111,12 +125,15 @@ class Job(Base):
         Index("ix_jobs_claim", "status", "priority", "created_at"),
         # Listing newest first (a backward scan serves the descending order).
         Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
     )
 
 
 class DatasetKind(enum.StrEnum):
     features = "features"  # x is (N, D) float
     images = "images"  # x is (N, H, W) or (N, C, H, W), uint8 0..255 or float in [0, 1]
+    sequences = "sequences"  # x is (N, T) word ids, 0 = padding; y is (N, T) tag ids
 
 
 class Dataset(Base):
@@ -140,9 +157,15 @@ class Dataset(Base):
     class_names: Mapped[list[str] | None] = mapped_column(JSON)
     has_sample_weight: Mapped[bool] = mapped_column(Boolean)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    tenant: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
 
-    __table_args__ = (Index("ix_datasets_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_datasets_created", "created_at", "id"),
+        Index("ix_datasets_tenant_created", "tenant", "created_at", "id"),
+    )
 
 
 class JobEvent(Base):
@@ -164,3 +187,40 @@ class JobEvent(Base):
 
     # The unique (job_id, seq) index also serves replays and max(seq) per job.
     __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+
+
+class WorkerRecord(Base):
+    """A worker process, registered at start with a fresh id (GET /v1/workers).
+
+    A worker is live while it keeps heartbeat_at fresh and has not set stopped_at;
+    one that was SIGKILLed simply goes stale.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(128))  # "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+    current_job_id: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    heartbeat_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    stopped_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_workers_heartbeat", "heartbeat_at"),)
+
+
+class ApiKey(Base):
+    """An API key (service.auth). Only its SHA-256 is stored; the key is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Keys are 256 random bits, so a plain SHA-256 is enough: nothing to brute-force.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The key's first characters, to tell keys apart in listings without revealing them.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    revoked_at: Mapped[datetime | None]
