@@ -18,7 +18,7 @@ import itertools
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 
 from service import plan
 from service.datasets import DatasetError
-from service.db.models import Job, JobStatus, Sweep
+from service.db.models import DEFAULT_TENANT, Job, JobStatus, Sweep
+from service.limits import LimitExceeded, check_queue
 from service.queue.enqueue import enqueue
 from service.spec import JobSpec
 from service.uploads import DatasetNotFound
@@ -122,7 +123,12 @@ def expand(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[Combination
     return combinations
 
 
-def _validated(combination: Combination, data_root: Path, home: Path | None) -> JobSpec:
+# Checks a spec against its data (and the caller's rights and limits), raising DatasetError,
+# DatasetNotFound or LimitExceeded; the API passes its own (service.api.routes_jobs.admit).
+Admit = Callable[[JobSpec], object]
+
+
+def _validated(combination: Combination, admit: Admit) -> JobSpec:
     """The combination's JobSpec, checked against its data; SweepError names cell and field."""
     try:
         spec = JobSpec.model_validate(combination.spec)
@@ -132,17 +138,26 @@ def _validated(combination: Combination, data_root: Path, home: Path | None) -> 
         )
         raise SweepError(f"{combination.label}: {problems}") from exc
     try:
-        plan.resolve(spec, data_root, home)
-    except (DatasetError, DatasetNotFound) as exc:
+        admit(spec)
+    except (DatasetError, DatasetNotFound, LimitExceeded) as exc:
         raise SweepError(f"{combination.label}: {exc}") from exc
     return spec
 
 
 def validate(
-    combinations: Sequence[Combination], data_root: Path, home: Path | None = None
+    combinations: Sequence[Combination],
+    data_root: Path,
+    home: Path | None = None,
+    *,
+    admit: Admit | None = None,
 ) -> list[JobSpec]:
-    """Every combination's spec, or SweepError for the first that cannot run or repeats one."""
-    specs = [_validated(c, data_root, home) for c in combinations]
+    """Every combination's spec, or SweepError for the first that cannot run or repeats one.
+    Each is checked by `admit`, by default service.plan.resolve on `data_root` and `home`."""
+
+    def resolve(spec: JobSpec) -> object:
+        return plan.resolve(spec, data_root, home)
+
+    specs = [_validated(c, admit or resolve) for c in combinations]
     seen: dict[str, Combination] = {}
     for combination, spec in zip(combinations, specs, strict=True):
         first = seen.setdefault(spec.fingerprint(), combination)
@@ -152,15 +167,24 @@ def validate(
 
 
 def create_sweep(
-    session: Session, base: dict[str, Any], grid: dict[str, list[Any]], specs: Sequence[JobSpec]
+    session: Session,
+    base: dict[str, Any],
+    grid: dict[str, list[Any]],
+    specs: Sequence[JobSpec],
+    *,
+    tenant: str = DEFAULT_TENANT,
+    max_queued: int | None = None,
 ) -> tuple[Sweep, list[Job]]:
-    """Store the sweep and queue its (validated) specs in the session's transaction."""
-    sweep = Sweep(base=base, grid=grid)
+    """Store the sweep and queue its (validated) specs for `tenant` in the session's
+    transaction; QueueFull if they would take the tenant past `max_queued` queued jobs."""
+    if max_queued is not None:
+        check_queue(session, tenant, max_queued, adding=len(specs))
+    sweep = Sweep(base=base, grid=grid, tenant=tenant)
     session.add(sweep)
     session.flush()
     jobs = []
     for spec in specs:
-        job, _ = enqueue(session, spec)
+        job, _ = enqueue(session, spec, tenant=tenant)
         job.sweep_id = sweep.id
         jobs.append(job)
     session.flush()
@@ -168,9 +192,12 @@ def create_sweep(
     return sweep, jobs
 
 
-def get_sweep(session: Session, sweep_id: str) -> tuple[Sweep, list[Job]]:
+def get_sweep(
+    session: Session, sweep_id: str, tenant: str | None = None
+) -> tuple[Sweep, list[Job]]:
+    """The sweep and its jobs; with `tenant`, another tenant's sweep is SweepNotFound."""
     sweep = session.get(Sweep, sweep_id)
-    if sweep is None:
+    if sweep is None or (tenant is not None and sweep.tenant != tenant):
         raise SweepNotFound(sweep_id)
     jobs = list(session.scalars(select(Job).where(Job.sweep_id == sweep_id)))
     return sweep, jobs

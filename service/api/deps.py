@@ -1,13 +1,23 @@
-"""Request-scoped access to settings and database sessions."""
+"""Request-scoped access to settings, database sessions and the caller's identity."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from service.auth import OPEN, KeyCache, Principal, hash_key, keys_exist, lookup
+from service.db.engine import transaction
 from service.settings import Settings
+
+V1_PREFIX = "/v1"
+MISSING_KEY = (
+    "missing API key: send the header 'Authorization: Bearer <key>' "
+    "(an operator makes keys with `counterweight keys create --tenant NAME`)"
+)
+BAD_KEY = "unknown or revoked API key"
 
 
 def _settings(request: Request) -> Settings:
@@ -24,3 +34,62 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 # Routes open their own transaction (service.db.engine.transaction) so that the
 # commit happens before the response is sent: a 202 always means a stored job.
 SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]
+
+
+def _bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="counterweight"'})
+
+
+def _read_keys(sessions: sessionmaker[Session], key: str | None) -> tuple[bool, Principal | None]:
+    with transaction(sessions) as session:
+        exist = keys_exist(session)
+        return exist, (lookup(session, key) if exist and key else None)
+
+
+async def principal(request: Request) -> Principal:
+    """The caller, from `Authorization: Bearer <key>`; 401 without a live key. While no
+    key exists, every caller is service.auth.OPEN. Read once per request (request.state)."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is None:
+        known = request.state.principal = await _authenticate(request)
+    return known
+
+
+async def _authenticate(request: Request) -> Principal:
+    # Answers come from the app's KeyCache when it has them: most requests cost no query.
+    cache: KeyCache = request.app.state.key_cache
+    key = _bearer_token(request)
+    key_hash = hash_key(key) if key else None
+    exist = cache.keys_exist()
+    if exist is False:
+        return OPEN
+    if exist and key_hash is not None and (known := cache.principal(key_hash)) is not None:
+        return known
+    exist_now, found = await run_in_threadpool(_read_keys, _sessions(request), key)
+    cache.remember_keys_exist(exist_now)
+    if not exist_now:
+        return OPEN
+    if key_hash is None:
+        raise _unauthorized(MISSING_KEY)
+    if found is None:
+        raise _unauthorized(BAD_KEY)
+    cache.remember(key_hash, found)
+    return found
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+async def require_key_on_v1(request: Request) -> None:
+    """The app-wide dependency (create_app): every route under /v1, whichever router
+    brings it, needs a key; /healthz, /readyz, /metrics and the docs do not."""
+    route = request.scope.get("route")
+    path: str = getattr(route, "path", request.url.path)
+    if path == V1_PREFIX or path.startswith(V1_PREFIX + "/"):
+        await principal(request)

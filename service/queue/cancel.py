@@ -11,13 +11,14 @@ from service.queue.errors import JobNotFound, JobStateConflict
 from service.queue.events import record_status
 
 
-def request_cancel(session: Session, job_id: str) -> Job:
+def request_cancel(session: Session, job_id: str, tenant: str | None = None) -> Job:
     """Cancel a queued job now, or flag a running one; its worker sees the flag at its
-    next heartbeat and ends the job `cancelled`. A finished job is a conflict."""
+    next heartbeat and ends the job `cancelled`. A finished job is a conflict. With
+    `tenant`, another tenant's job is JobNotFound (service.queue.inspect.get_job)."""
     # Locked (Postgres row lock; SQLite's write lock is held already), so the state
     # read here is still the state when the update lands.
     job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
-    if job is None:
+    if job is None or (tenant is not None and job.tenant != tenant):
         raise JobNotFound(job_id)
     if job.status.is_terminal:
         raise JobStateConflict(f"job {job_id} already ended with status {job.status.value!r}")

@@ -6,7 +6,8 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, JobStatus
+from service.db.models import DEFAULT_TENANT, Job, JobStatus
+from service.limits import check_queue
 from service.queue.errors import IdempotencyConflict
 from service.queue.events import record_status
 from service.spec import JobSpec
@@ -15,15 +16,25 @@ NEW_JOB_CHANNEL = "counterweight_jobs"
 
 
 def enqueue(
-    session: Session, spec: JobSpec, *, idempotency_key: str | None = None
+    session: Session,
+    spec: JobSpec,
+    *,
+    tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    max_queued: int | None = None,
 ) -> tuple[Job, bool]:
-    """Queue a job; returns (job, created). A replayed key returns the first job."""
+    """Queue a job for `tenant`; returns (job, created). A replayed key (keys are per
+    tenant) returns the first job, even when the tenant's queue is full; otherwise a
+    tenant with `max_queued` jobs queued gets QueueFull."""
     fingerprint = spec.fingerprint()
     if idempotency_key is not None:
-        existing = _by_key(session, idempotency_key)
+        existing = _by_key(session, tenant, idempotency_key)
         if existing is not None:
             return _replay(existing, idempotency_key, fingerprint), False
+    if max_queued is not None:
+        check_queue(session, tenant, max_queued)
     job = Job(
+        tenant=tenant,
         spec=spec.model_dump(mode="json"),
         status=JobStatus.queued,
         priority=spec.priority,
@@ -41,7 +52,7 @@ def enqueue(
     except IntegrityError:
         if idempotency_key is None:
             raise
-        winner = _by_key(session, idempotency_key)
+        winner = _by_key(session, tenant, idempotency_key)
         if winner is None:
             raise
         return _replay(winner, idempotency_key, fingerprint), False
@@ -55,8 +66,9 @@ def enqueue(
     return job, True
 
 
-def _by_key(session: Session, key: str) -> Job | None:
-    return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+def _by_key(session: Session, tenant: str, key: str) -> Job | None:
+    query = select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
+    return session.scalars(query).one_or_none()
 
 
 def _replay(job: Job, key: str, fingerprint: str) -> Job:

@@ -18,18 +18,28 @@ class BadCursor(ValueError):
     pass
 
 
-def get_job(session: Session, job_id: str) -> Job:
+def get_job(session: Session, job_id: str, tenant: str | None = None) -> Job:
+    """The job; with `tenant`, only if it is that tenant's: another tenant's job is the
+    same JobNotFound as a missing one, so that its id reveals nothing. None: any job."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or (tenant is not None and job.tenant != tenant):
         raise JobNotFound(job_id)
     return job
 
 
 def list_jobs(
-    session: Session, *, status: JobStatus | None, limit: int, cursor: str | None
+    session: Session,
+    *,
+    status: JobStatus | None,
+    limit: int,
+    cursor: str | None,
+    tenant: str | None = None,
 ) -> tuple[Sequence[Job], str | None]:
-    """A page of jobs, newest first, and the cursor of the next page (None at the end)."""
+    """A page of jobs, newest first, and the cursor of the next page (None at the end);
+    only `tenant`'s jobs, or every tenant's when it is None."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if tenant is not None:
+        query = query.where(Job.tenant == tenant)
     if status is not None:
         query = query.where(Job.status == status)
     if cursor is not None:
