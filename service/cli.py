@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +11,7 @@ import time
 
 from service import cli_client
 from service.settings import Settings
+from workers.logs import configure_logging
 
 
 def _settings() -> Settings:
@@ -83,6 +82,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level="info",
+        log_config=None,  # uvicorn's lines go through our handler (workers.logs): JSON if asked
     )
     return 0
 
@@ -116,12 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("COUNTERWEIGHT_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the bar
+    try:
+        configure_logging()  # COUNTERWEIGHT_LOG_LEVEL, COUNTERWEIGHT_LOG_FORMAT (text | json)
+    except ValueError as exc:
+        print(f"counterweight: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

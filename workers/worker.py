@@ -39,6 +39,7 @@ from service.queue.sweeper import sweep_expired
 from service.settings import Settings
 from service.spec import JobSpec
 from workers.heartbeat import Heartbeat
+from workers.logs import job_logging
 from workers.plots import render_plots
 from workers.training.engine import Progress, TrainingResult, train_job
 
@@ -119,7 +120,8 @@ class Worker:
             job = claim(session, worker_id=self.id, lease_seconds=self.settings.lease_seconds)
         if job is None:
             return False
-        self._run(job)
+        with job_logging(job.id):  # every line about this job carries its id
+            self._run(job)
         return True
 
     def _run(self, job: Job) -> None:

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.api import (
+    metrics,
     routes_datasets,
     routes_events,
     routes_health,
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for error in ERROR_STATUS:
         app.add_exception_handler(error, _domain_error)
     app.include_router(routes_health.router)
+    metrics.install(app, app.state.sessions, live_seconds=settings.lease_seconds)
     app.include_router(routes_jobs.router)
     app.include_router(routes_events.router)
     app.include_router(routes_datasets.router)
