@@ -212,6 +212,11 @@ def _cifar10(root: Path) -> BaseDataset:
 
 def _upload(home: Path, dataset_id: str) -> BaseDataset:
     arrays = load_upload_arrays(home, dataset_id)
+    if arrays.y_train.ndim != 1:
+        raise DatasetError(
+            f"dataset.id: upload {dataset_id} holds sequences (y_train of shape "
+            f"{arrays.y_train.shape}); train on it with task sequence_labeling"
+        )
 
     def channel_first(x: np.ndarray) -> np.ndarray:
         return x[:, None] if x.ndim == 3 else x  # (N, H, W): one channel

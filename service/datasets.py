@@ -218,29 +218,49 @@ def _stored_sample_weight(spec: JobSpec, base: BaseDataset, label: str) -> Float
     """The spec's sample weights, one per row of the stored training split, checked."""
     if spec.sample_weight is None:
         return None
-    if spec.sample_weight == "from_dataset":
-        if base.sample_weight is None:
-            raise DatasetError(
-                "sample_weight: from_dataset needs an uploaded dataset with a sample_weight "
-                f"array; dataset {label} has none"
-            )
-        given: npt.NDArray[np.float64] = base.sample_weight.astype(np.float64)
-    else:
-        given = np.asarray(spec.sample_weight, dtype=np.float64)
+    given = given_sample_weight(spec.sample_weight, base.sample_weight, label)
     n = len(base.y_train)
     if given.shape != (n,):
         raise DatasetError(
             f"sample_weight has shape {given.shape}; the training set has {n} samples, "
             f"so it must have shape ({n},)"
         )
+    return checked_sample_weight(given)
+
+
+def given_sample_weight(
+    sample_weight: list[float] | list[list[float]] | str,
+    stored: Floats | None,
+    label: str,
+) -> npt.NDArray[np.float64]:
+    """A spec's sample_weight as given: inline, or with "from_dataset" the upload's own
+    (`stored`). Its shape is for the caller to check."""
+    if sample_weight == "from_dataset":
+        if stored is None:
+            raise DatasetError(
+                "sample_weight: from_dataset needs an uploaded dataset with a sample_weight "
+                f"array; dataset {label} has none"
+            )
+        return stored.astype(np.float64)
+    lengths = {len(row) for row in sample_weight if isinstance(row, list)}
+    if len(lengths) > 1:
+        raise DatasetError(
+            f"sample_weight: its rows have different lengths ({', '.join(map(str, lengths))}); "
+            "per-step weights must have shape (N, T), one row of T weights per sentence"
+        )
+    return np.asarray(sample_weight, dtype=np.float64)
+
+
+def checked_sample_weight(given: npt.NDArray[np.float64]) -> Floats:
+    """`given` as float32, refusing weights that are negative, NaN or too large for it."""
     # Training uses float32, where anything above its largest value is infinite.
     too_large = np.abs(given) > np.finfo(np.float32).max
-    bad = np.flatnonzero(~np.isfinite(given) | too_large | (given < 0))
+    bad = np.argwhere(~np.isfinite(given) | too_large | (given < 0))
     if bad.size:
-        first = int(bad[0])
+        first = tuple(int(i) for i in bad[0])
         raise DatasetError(
-            f"sample_weight[{first}] is {given[first]}; weights must be finite (in float32) "
-            f"and >= 0 ({bad.size} are not)"
+            f"sample_weight[{', '.join(map(str, first))}] is {given[first]}; weights must be "
+            f"finite (in float32) and >= 0 ({len(bad)} are not)"
         )
     return given.astype(np.float32)
 

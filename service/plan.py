@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.datasets import plan_splits
+from service.datasets import SplitPlan, plan_splits
 from service.fit import augment_enabled, check_arch_input
+from service.sequence_data import SequenceSplits, plan_sequence_splits
 from service.spec import REBALANCING_LOSSES, JobSpec, LossSpec
 from service.weights import DRW_BETA, job_weights
 
@@ -38,6 +39,8 @@ class Plan:
     class_weight: list[float]  # effective, per class: see service.weights.effective_class_weight
     warnings: list[str]
     notes: list[str]
+    # One sample's, for the model-size limit (service.limits); None for sequence labeling.
+    input_shape: tuple[int, ...] | None
 
 
 def _name(c: int, class_names: list[str]) -> str:
@@ -91,11 +94,17 @@ def _ignored_loss_options(loss: LossSpec) -> list[str]:
 
 def resolve(spec: JobSpec, data_root: Path, home: Path | None = None) -> Plan:
     """Split the data as the worker will (row numbers only, no inputs copied) and resolve the
-    weights it will train with; raises DatasetError for what cannot run. `data_root` and
+    weights it will train with; raises DatasetError for what cannot run. For sequence
+    labeling the classes are the tags and the counts are words (never padding). `data_root` and
     `home` as for service.datasets.plan_splits."""
-    splits = plan_splits(spec, data_root, home)
-    check_arch_input(spec.model.arch, splits.input_shape)
-    augment_enabled(spec, splits.input_shape)  # refuses augment: true on non-images
+    splits: SplitPlan | SequenceSplits
+    if spec.task == "sequence_labeling":
+        splits = plan_sequence_splits(spec, home)
+        augment_enabled(spec, splits.train.words.shape[1:])  # refuses augment: true
+    else:
+        splits = plan_splits(spec, data_root, home)
+        check_arch_input(spec.model.arch, splits.input_shape)
+        augment_enabled(spec, splits.input_shape)  # refuses augment: true on non-images
     weights = job_weights(spec, splits)
     names = splits.class_names
     counts = splits.counts
@@ -122,4 +131,5 @@ def resolve(spec: JobSpec, data_root: Path, home: Path | None = None) -> Plan:
             f"re-weighting): its class weights switch from 1 to {drw} (effective number, "
             f"beta {DRW_BETA}); class_weight shows the weights before the switch"
         )
-    return Plan(names, counts, weights.effective, warnings, notes)
+    shape = tuple(splits.input_shape) if isinstance(splits, SplitPlan) else None
+    return Plan(names, counts, weights.effective, warnings, notes, shape)

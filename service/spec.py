@@ -20,6 +20,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveInt,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -28,11 +29,17 @@ DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_fold
 LossType = Literal[
     "cross_entropy", "focal", "class_balanced", "ldam", "balanced_softmax", "logit_adjusted"
 ]
-Arch = Literal["mlp", "small_cnn", "resnet18", "resnet32"]
+Arch = Literal["mlp", "small_cnn", "resnet18", "resnet32", "bilstm_tagger"]
+Task = Literal["classification", "sequence_labeling"]
 SelectBy = Literal["balanced_accuracy", "macro_f1", "g_mean", "minority_recall", "val_loss", "last"]
 # Losses that re-balance by themselves: class weights on top weigh the rare classes twice.
 REBALANCING_LOSSES = ("class_balanced", "balanced_softmax", "logit_adjusted")
 
+TAG_WEIGHT_HELP = (
+    'an object mapping tag to weight, e.g. {"0": 1.0, "3": 20.0} (keys: tag id, or tag '
+    'name from tag_names), or "balanced" (counted over non-padding tokens), or "inverse_sqrt", '
+    'or {"effective_number": 0.999}'
+)
 CLASS_WEIGHT_HELP = (
     'an object mapping class to weight, e.g. {"0": 1.0, "1": 50.0} (keys: class index in '
     'the job, or class name), or "balanced", or "inverse_sqrt", or {"effective_number": 0.999}'
@@ -154,9 +161,25 @@ ClassWeight = Annotated[
 
 
 class ModelSpec(StrictModel):
-    arch: Arch = "mlp"
-    width: PositiveInt = Field(256, le=4096, description="mlp: hidden units per layer.")
-    depth: PositiveInt = Field(2, le=8, description="mlp: hidden layers.")
+    arch: Arch = Field(
+        "mlp", description="Default mlp; bilstm_tagger (the only one) for sequence_labeling."
+    )
+    width: PositiveInt = Field(
+        256,
+        le=4096,
+        description="mlp: hidden units per layer; bilstm_tagger: LSTM units per direction "
+        "(default 100 there).",
+    )
+    depth: PositiveInt = Field(
+        2, le=8, description="mlp: hidden layers; bilstm_tagger: stacked BiLSTM layers (default 1)."
+    )
+    embedding_dim: PositiveInt = Field(64, le=1024, description="bilstm_tagger: word vector size.")
+    char_embedding_dim: PositiveInt = Field(
+        16,
+        le=256,
+        description="bilstm_tagger, with characters: character vector size; each word's "
+        "character encoder (a CNN, max-pooled) outputs twice this.",
+    )
 
 
 class TrainSpec(StrictModel):
@@ -188,16 +211,28 @@ class TrainSpec(StrictModel):
     )
 
 
+# Sequence labeling: what a spec may leave out and gets instead of the classification default.
+SEQUENCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"arch": "bilstm_tagger", "width": 100, "depth": 1},
+    "train": {"select_by": "macro_f1"},
+}
+
+
 class JobSpec(StrictModel):
-    task: Literal["classification"] = "classification"
+    task: Task = Field(
+        "classification",
+        description="classification, or sequence_labeling (one tag per timestep of an "
+        "uploaded sequence dataset; DESIGN.md section 4).",
+    )
     dataset: DatasetSpec
     imbalance: ImbalanceSpec = Field(default_factory=ImbalanceSpec)
     loss: LossSpec = Field(default_factory=LossSpec)
     class_weight: ClassWeight | None = Field(None, description=f"null, or {CLASS_WEIGHT_HELP}.")
-    sample_weight: list[float] | Literal["from_dataset"] | None = Field(
+    sample_weight: list[float] | list[list[float]] | Literal["from_dataset"] | None = Field(
         None,
         description="One weight per row of the dataset's training split as stored, before "
-        "any subsetting; or from_dataset (an upload's sample_weight array).",
+        "any subsetting, (N,); for sequence_labeling also one per timestep, (N, T); or "
+        "from_dataset (an upload's sample_weight array).",
     )
     sampler: Literal["none", "oversample", "undersample"] = "none"
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -207,12 +242,68 @@ class JobSpec(StrictModel):
 
     @field_validator("class_weight", mode="before")
     @classmethod
-    def _class_weight_is_not_a_list(cls, value: Any) -> Any:
+    def _class_weight_is_not_a_list(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, list):
+            if info.data.get("task") == "sequence_labeling":
+                raise ValueError(f"a list is ambiguous here; send {TAG_WEIGHT_HELP}")
             raise ValueError(f"a list is ambiguous here; send {CLASS_WEIGHT_HELP}")
         return value
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> JobSpec:
+        if self.task == "sequence_labeling":
+            check_sequence_spec(self)
+            return self
+        if self.model.arch == "bilstm_tagger":
+            raise ValueError("model.arch: bilstm_tagger is for task sequence_labeling")
+        if isinstance(self.sample_weight, list) and any(
+            isinstance(w, list) for w in self.sample_weight
+        ):
+            raise ValueError(
+                "sample_weight: per-timestep weights (N, T) are for task sequence_labeling; "
+                "classification takes one weight per training row, (N,)"
+            )
+        return self
 
     def fingerprint(self) -> str:
         """Hash of the spec with defaults filled in: equal specs, equal hash."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_sequence_spec(spec: JobSpec) -> None:
+    """Fill in the sequence labeling defaults the client left out and refuse the options that
+    do not apply to sequences (ValueError, a 422 naming the field)."""
+    for part, defaults in SEQUENCE_DEFAULTS.items():
+        section = getattr(spec, part)
+        for name, value in defaults.items():
+            if name not in section.model_fields_set:
+                setattr(section, name, value)
+    if spec.dataset.name != "uploaded":
+        raise ValueError(
+            f"dataset.name: sequence_labeling trains on uploaded sequences (POST /v1/datasets "
+            f"with y_train of shape (N, T)); {spec.dataset.name!r} holds no sequences"
+        )
+    if spec.dataset.classes is not None:
+        raise ValueError(
+            "dataset.classes does not apply to sequence_labeling: every tag of a sentence is "
+            "kept; weigh tags with class_weight instead"
+        )
+    if spec.model.arch != "bilstm_tagger":
+        raise ValueError(
+            f"model.arch: sequence_labeling needs bilstm_tagger; {spec.model.arch!r} "
+            "classifies whole samples"
+        )
+    imbalance = spec.imbalance.model_fields_set - {"profile"}
+    if spec.imbalance.profile != "none" or imbalance:
+        given = sorted(imbalance | ({"profile"} if spec.imbalance.profile != "none" else set()))
+        raise ValueError(
+            f"imbalance.{given[0]}: no imbalance options apply to sequence_labeling (none "
+            "do: subsampling drops whole sentences, each holding many tags); leave imbalance "
+            "out and weigh rare tags with class_weight or sample_weight"
+        )
+    if spec.sampler != "none":
+        raise ValueError(
+            f"sampler: {spec.sampler!r} balances whole samples by class and does not apply to "
+            "sequence_labeling; use 'none' and weigh rare tags with class_weight"
+        )

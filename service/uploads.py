@@ -105,9 +105,15 @@ def new_upload_file(home: Path) -> tuple[BinaryIO, Path]:
 
 
 def inspect_npz(path: Path, max_array_bytes: int) -> UploadSummary:
-    """Check an uploaded file against the accepted layout. Raises DatasetError naming the
-    array at fault, or UploadTooLarge if its arrays would expand past `max_array_bytes`."""
+    """Check an uploaded file against the accepted layouts (sequences: y_train (N, T), see
+    service.sequence_uploads). Raises DatasetError naming the array at fault, or
+    UploadTooLarge if its arrays would expand past `max_array_bytes`."""
+    # Imported on use: service.sequence_uploads builds on this module's helpers.
+    from service.sequence_uploads import inspect_sequences, is_sequence_upload
+
     with _open(path) as archive:
+        if is_sequence_upload(archive):
+            return inspect_sequences(archive, max_array_bytes)
         headers = {key: _header(archive, key) for key in _keys(archive)}
         kind = _check_layout(headers)
         total = sum(h.dtype.itemsize * int(np.prod(h.shape)) for h in headers.values())

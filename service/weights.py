@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.datasets import DatasetError, Floats, Labels, SplitPlan, Splits
+from service.sequence_data import SequenceSplits
 from service.spec import ClassWeight, EffectiveNumber, JobSpec, LossSpec
 
 Vector = npt.NDArray[np.float64]
@@ -232,16 +233,20 @@ def effective_class_weight(
     return [float(w) for w in effective]
 
 
-def job_weights(spec: JobSpec, splits: Splits | SplitPlan) -> JobWeights:
+def job_weights(spec: JobSpec, splits: Splits | SplitPlan | SequenceSplits) -> JobWeights:
     """The spec's class, loss and sample weights on its training split (DESIGN.md §4: the
-    weight of sample i is class_weight[y_i] * sample_weight[i]). Raises DatasetError."""
+    weight of sample i is class_weight[y_i] * sample_weight[i]). For sequence labeling the
+    samples are the training words (padding left out): `per_sample` is aligned with
+    `splits.train.tokens`, and the counts are words per tag. Raises DatasetError."""
+    if isinstance(splits, SequenceSplits):
+        y, sample_weight = splits.train.tokens, splits.token_sample_weight
+    else:
+        y, sample_weight = splits.y_train, splits.sample_weight
     counts = splits.train_class_counts
     class_weight = resolve_class_weight(spec.class_weight, counts, splits.class_names)
     terms = loss_terms(spec.loss, counts)
-    per_sample = np.asarray(class_weight.values, dtype=np.float32)[splits.y_train]
-    if splits.sample_weight is not None:
-        per_sample = (per_sample * splits.sample_weight).astype(np.float32, copy=False)
-    effective = effective_class_weight(
-        class_weight.values, terms, splits.y_train, splits.sample_weight
-    )
+    per_sample = np.asarray(class_weight.values, dtype=np.float32)[y]
+    if sample_weight is not None:
+        per_sample = (per_sample * sample_weight).astype(np.float32, copy=False)
+    effective = effective_class_weight(class_weight.values, terms, y, sample_weight)
     return JobWeights(class_weight, terms, per_sample, effective)

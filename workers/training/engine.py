@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from service.datasets import Splits, load_splits
 from service.fit import augment_enabled
 from service.spec import JobSpec, TrainSpec
-from service.weights import job_weights
+from service.weights import JobWeights, job_weights
 from workers.training.augment import augment_batch, batch_generator
 from workers.training.checkpoint import load_checkpoint, save_checkpoint, save_model
 from workers.training.losses import build_loss
@@ -137,49 +137,41 @@ def _inputs_on(x: np.ndarray, dev: torch.device) -> Tensor:
     return inputs.float().div_(255) if inputs.dtype == torch.uint8 else inputs
 
 
-def train_job(
+@dataclass
+class Trainer:
+    """What the epoch loop (`run_epochs`) needs from a task: the model and its optimizer,
+    and how to order, train on and validate the task's training samples."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    samples_per_epoch: int
+    epoch_order: Callable[[int], Tensor]  # epoch -> sample indices, on the device
+    # (sample indices, epoch, batch) -> (sum of w * loss, denominator), under autocast
+    batch_loss: Callable[[Tensor, int, int], tuple[Tensor, Tensor]]
+    validate: Callable[[], tuple[float, dict[str, Any]]]  # -> (val loss, val metrics)
+    minority: int  # the class with the fewest training samples (select_by minority_recall)
+
+
+@dataclass(frozen=True)
+class Run:
+    state: TrainState  # wall_seconds over all attempts, to the end of training
+    resumed_from_epoch: int
+
+
+def run_epochs(
     spec: JobSpec,
     workdir: Path,
+    trainer: Trainer,
+    dev: torch.device,
     *,
-    device: str,
-    data_root: Path,
-    home: Path | None = None,
+    started: float,
     report: Callable[[Progress], None],
     should_stop: Callable[[], bool],
-) -> TrainingResult | None:
-    """Train `spec` in `workdir`, resuming from its checkpoint if there is one.
-
-    `home` holds uploaded datasets (None: COUNTERWEIGHT_HOME). Returns None if
-    `should_stop()` said so (after writing a checkpoint), else the result, with
-    model.safetensors and card.json written to `workdir`. Raises
-    DatasetError for bad data (not worth a retry); anything else is worth one.
-    """
-    started = time.monotonic()
-    workdir.mkdir(parents=True, exist_ok=True)
-    train = spec.train
-    splits = load_splits(spec, data_root, home)
-    counts = splits.train_class_counts
-    minority = int(np.argmin(counts))  # the first of the rarest, if several tie
-    dev = torch.device(device)
-    x_train, y_train_cpu = _inputs_on(splits.x_train, dev), torch.from_numpy(splits.y_train)
-    x_val, y_val = _inputs_on(splits.x_val, dev), torch.from_numpy(splits.y_val).to(dev)
-    # Per-sample weights w_i = class_weight[y_i] * sample_weight_i (DESIGN.md section 4).
-    weights = job_weights(spec, splits)
-    weight = torch.from_numpy(weights.per_sample).to(dev)
-
-    # Initialise on the CPU from a private RNG: the same weights on any device, and the
-    # worker's global RNG is left alone.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(train.seed)
-        model = build_model(
-            spec.model.arch, splits.input_shape, splits.num_classes, **arch_kwargs(spec.model)
-        )
-    model.normalize.fit(x_train)
-    model.to(dev)
-    x_train, y_train = x_train.to(dev), y_train_cpu.to(dev)
-    optimizer = build_optimizer(model, train)
-    loss_fn = build_loss(spec.loss, counts, device=dev)
-
+) -> Run | None:
+    """Train epoch by epoch from the checkpoint in `workdir` (if it is this spec's), keeping
+    the best model by `select_by`, which is loaded into the model at the end. None if
+    `should_stop()` said so, after writing a checkpoint."""
+    train, model, optimizer = spec.train, trainer.model, trainer.optimizer
     state = TrainState()
     checkpoint = load_checkpoint(workdir)
     if checkpoint is not None and checkpoint["fingerprint"] != spec.fingerprint():
@@ -193,9 +185,8 @@ def train_job(
     resumed_from_epoch = state.epoch
     wall_before = state.wall_seconds
 
-    # undersample visits fewer samples than the split holds; every epoch the same number.
-    n, batch_size = epoch_length(spec.sampler, y_train_cpu), train.batch_size
-    batches_per_epoch = math.ceil(n / batch_size)
+    batch_size = train.batch_size
+    batches_per_epoch = math.ceil(trainer.samples_per_epoch / batch_size)
     total_batches = train.epochs * batches_per_epoch
     # (sum of w * loss, sum of denominators) of the epoch so far, kept on the device
     # so that training never waits for the GPU just to log a number.
@@ -229,26 +220,22 @@ def train_job(
             metrics=_progress_metrics(state, running),
         )
 
-    augment = augment_enabled(spec, splits.input_shape)
     # bfloat16 has float32's exponent range, so gradients need no GradScaler.
     amp = dev.type == "cuda" and train.amp
     while not _finished(state, train):
-        order = epoch_indices(spec.sampler, y_train_cpu, train.seed, state.epoch).to(dev)
+        order = trainer.epoch_order(state.epoch)
         model.train()
         for b in range(state.batches_done, batches_per_epoch):
             if should_stop():
                 checkpoint_now()
                 log.info("stopped at epoch %d, batch %d", state.epoch + 1, b)
                 return None
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            # The lr and the augmentation depend only on (epoch, batch): a resumed run
-            # replays both without any scheduler or generator state.
+            # The lr (and any augmentation) depend only on (epoch, batch): a resumed run
+            # replays them without any scheduler or generator state.
             set_lr(optimizer, lr_at(train, state.epoch * batches_per_epoch + b, batches_per_epoch))
-            x = x_train[idx]
-            if augment:
-                x = augment_batch(x, batch_generator(train.seed, state.epoch, b))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                total, denominator = loss_fn(model(x), y_train[idx], weight[idx], state.epoch)
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                total, denominator = trainer.batch_loss(idx, state.epoch, b)
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(total / denominator)
             optimizer.step()
@@ -259,7 +246,7 @@ def train_job(
                 report(progress())
                 last_report = time.monotonic()
 
-        val_loss, val = _evaluate(model, x_val, y_val, splits, minority)
+        val_loss, val = trainer.validate()
         state.epoch += 1
         row = {
             "epoch": state.epoch,
@@ -270,7 +257,7 @@ def train_job(
         state.history.append(row)
         state.batches_done = 0
         running.zero_()
-        score = _score(row, train.select_by, minority)
+        score = _score(row, train.select_by, trainer.minority)
         # Strictly better: on a tie the earlier epoch stays. The first epoch always counts,
         # so that a NaN score (diverged training) still leaves a model to serve.
         if state.best_state is None or score > state.best_score:
@@ -287,6 +274,114 @@ def train_job(
         log.info("early stop after epoch %d; best was epoch %d", state.epoch, state.best_epoch)
     assert state.best_state is not None  # at least one epoch ran: epochs >= 1
     model.load_state_dict(state.best_state)
+    state.wall_seconds = wall_before + time.monotonic() - started
+    return Run(state, resumed_from_epoch)
+
+
+def result_metrics(
+    spec: JobSpec,
+    run: Run,
+    final: dict[str, Any],
+    counts: list[int],
+    weights: JobWeights,
+    dev: torch.device,
+) -> dict[str, Any]:
+    """The job's metrics (DESIGN.md section 5) once the final evaluation is done."""
+    state = run.state
+    return {
+        "history": state.history,
+        "final": final,
+        "selected_epoch": state.best_epoch,
+        "select_by": spec.train.select_by,
+        "train_class_counts": counts,
+        "class_weight": weights.effective,
+        "epochs_trained": state.epoch,
+        "early_stopped": state.epoch < spec.train.epochs,
+        "wall_seconds": state.wall_seconds,
+        "device": str(dev),
+        "resumed_from_epoch": run.resumed_from_epoch,
+    }
+
+
+def train_job(
+    spec: JobSpec,
+    workdir: Path,
+    *,
+    device: str,
+    data_root: Path,
+    home: Path | None = None,
+    report: Callable[[Progress], None],
+    should_stop: Callable[[], bool],
+) -> TrainingResult | None:
+    """Train `spec` in `workdir`, resuming from its checkpoint if there is one.
+
+    `home` holds uploaded datasets (None: COUNTERWEIGHT_HOME). Returns None if
+    `should_stop()` said so (after writing a checkpoint), else the result, with
+    model.safetensors and card.json written to `workdir`. Raises
+    DatasetError for bad data (not worth a retry); anything else is worth one.
+    Sequence labeling jobs train in workers.training.tagging.
+    """
+    if spec.task == "sequence_labeling":
+        from workers.training.tagging import train_tagger  # it builds on this module
+
+        return train_tagger(
+            spec, workdir, device=device, home=home, report=report, should_stop=should_stop
+        )
+    started = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    train = spec.train
+    splits = load_splits(spec, data_root, home)
+    counts = splits.train_class_counts
+    minority = int(np.argmin(counts))  # the first of the rarest, if several tie
+    dev = torch.device(device)
+    x_train, y_train_cpu = _inputs_on(splits.x_train, dev), torch.from_numpy(splits.y_train)
+    x_val, y_val = _inputs_on(splits.x_val, dev), torch.from_numpy(splits.y_val).to(dev)
+    # Per-sample weights w_i = class_weight[y_i] * sample_weight_i (DESIGN.md section 4).
+    weights = job_weights(spec, splits)
+    weight = torch.from_numpy(weights.per_sample).to(dev)
+
+    # Initialise on the CPU from a private RNG: the same weights on any device, and the
+    # worker's global RNG is left alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train.seed)
+        model = build_model(
+            spec.model.arch, splits.input_shape, splits.num_classes, **arch_kwargs(spec.model)
+        )
+    model.normalize.fit(x_train)
+    model.to(dev)
+    x_train, y_train = x_train.to(dev), y_train_cpu.to(dev)
+    loss_fn = build_loss(spec.loss, counts, device=dev)
+    augment = augment_enabled(spec, splits.input_shape)
+
+    def epoch_order(epoch: int) -> Tensor:
+        return epoch_indices(spec.sampler, y_train_cpu, train.seed, epoch).to(dev)
+
+    def batch_loss(idx: Tensor, epoch: int, b: int) -> tuple[Tensor, Tensor]:
+        x = x_train[idx]
+        if augment:
+            x = augment_batch(x, batch_generator(train.seed, epoch, b))
+        return loss_fn(model(x), y_train[idx], weight[idx], epoch)
+
+    run = run_epochs(
+        spec,
+        workdir,
+        Trainer(
+            model=model,
+            optimizer=build_optimizer(model, train),
+            # undersample visits fewer samples than the split holds; every epoch the same.
+            samples_per_epoch=epoch_length(spec.sampler, y_train_cpu),
+            epoch_order=epoch_order,
+            batch_loss=batch_loss,
+            validate=lambda: _evaluate(model, x_val, y_val, splits, minority),
+            minority=minority,
+        ),
+        dev,
+        started=started,
+        report=report,
+        should_stop=should_stop,
+    )
+    if run is None:
+        return None
     x_test, y_test = _inputs_on(splits.x_test, dev), torch.from_numpy(splits.y_test)
     _, final = _evaluate(model, x_test, y_test.to(dev), splits, minority)
 
@@ -306,22 +401,10 @@ def train_job(
             "std": model.normalize.std.flatten().tolist(),
         },
         "spec": spec.model_dump(mode="json"),
-        "selected_epoch": state.best_epoch,
+        "selected_epoch": run.state.best_epoch,
         "select_by": train.select_by,
         "metrics": final,
     }
     save_model(workdir, model.state_dict(), card)
-    metrics = {
-        "history": state.history,
-        "final": final,
-        "selected_epoch": state.best_epoch,
-        "select_by": train.select_by,
-        "train_class_counts": counts,
-        "class_weight": weights.effective,
-        "epochs_trained": state.epoch,
-        "early_stopped": state.epoch < train.epochs,
-        "wall_seconds": wall_before + time.monotonic() - started,
-        "device": str(dev),
-        "resumed_from_epoch": resumed_from_epoch,
-    }
+    metrics = result_metrics(spec, run, final, counts, weights, dev)
     return TrainingResult(metrics=metrics, card=card)

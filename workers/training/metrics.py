@@ -1,4 +1,5 @@
-"""Classification metrics for imbalanced data (DESIGN.md section 5, `final`).
+"""Classification metrics for imbalanced data (DESIGN.md section 5, `final`); sequence
+labeling scores its words with the same (`evaluate_tokens`).
 
 Averages over classes (balanced accuracy, macro F1, G-mean) count only the
 classes present in `y_true`: a class missing from a small split is unknown, not
@@ -62,3 +63,15 @@ def evaluate(
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "pr_auc_minority": pr_auc_minority,
     }
+
+
+def evaluate_tokens(
+    y_true: npt.NDArray[np.integer[Any]],
+    probs: npt.NDArray[np.floating[Any]],
+    tag_names: list[str],
+    minority: int,
+) -> dict[str, Any]:
+    """Sequence labeling: `evaluate` over the words (padding never among them), each word
+    one sample; `token_accuracy` names the accuracy for what it is."""
+    metrics = evaluate(y_true, probs, tag_names, minority)
+    return {"token_accuracy": metrics["accuracy"], **metrics}

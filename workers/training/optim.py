@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from service.spec import TrainSpec
-from workers.training.models import Classifier
 
 
-def build_optimizer(model: Classifier, train: TrainSpec) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
     params = model.parameters()
     if train.optimizer == "sgd":
         return torch.optim.SGD(
