@@ -1,8 +1,9 @@
 """Predictions from a finished job's model, for POST /v1/jobs/{id}/predict.
 
 A model is read once from the artifact store (card.json + model.safetensors,
-never a pickle) and kept in a small LRU, keyed by the artifact directory and the
-job id: a succeeded job's model never changes. It runs on the CPU in float32:
+never a pickle; fetched to this host if it lacks them) and kept in a small LRU,
+keyed by the home directory and the job id: a succeeded job's model never
+changes. It runs on the CPU in float32:
 the API process has no GPU to count on, and float32 on the CPU is what the
 worker used to score the test split, so predictions reproduce its metrics.
 
@@ -31,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from safetensors.torch import load as load_safetensors
 
 from service import artifacts
+from service.settings import Settings
 from workers.training.models import Classifier, model_from_card
 
 IMAGE_FORMATS = ("PNG", "JPEG")
@@ -64,12 +66,12 @@ class ModelCache:
         self._models: OrderedDict[tuple[Path, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, artifacts_dir: Path, job_id: str, capacity: int) -> LoadedModel:
-        key = (artifacts_dir, job_id)
+    def get(self, settings: Settings, job_id: str, capacity: int) -> LoadedModel:
+        key = (settings.home, job_id)
         with self._lock:
             loaded = self._models.get(key)
             if loaded is None:
-                loaded = load(artifacts_dir, job_id)
+                loaded = load(settings, job_id)
                 self._models[key] = loaded
             self._models.move_to_end(key)
             while len(self._models) > capacity:
@@ -80,12 +82,11 @@ class ModelCache:
 MODELS = ModelCache()  # one per API process
 
 
-def load(artifacts_dir: Path, job_id: str) -> LoadedModel:
+def load(settings: Settings, job_id: str) -> LoadedModel:
     """A job's model from the artifact store; ArtifactMissing if a file is gone."""
-    card: dict[str, Any] = json.loads(
-        artifacts.job_file(artifacts_dir, job_id, artifacts.CARD).read_text()
-    )
-    weights = artifacts.job_file(artifacts_dir, job_id, artifacts.MODEL).read_bytes()
+    card_file = artifacts.job_file(settings, job_id, artifacts.CARD)
+    card: dict[str, Any] = json.loads(card_file.read_text())
+    weights = artifacts.job_file(settings, job_id, artifacts.MODEL).read_bytes()
     model = model_from_card(card)
     model.load_state_dict(load_safetensors(weights))
     return LoadedModel(

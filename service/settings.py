@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,11 +62,40 @@ class Settings(BaseSettings):
     predict_cache_models: int = Field(
         4, gt=0, description="How many models the API keeps loaded for predict (LRU)."
     )
+    storage: Literal["local", "s3"] = Field(
+        "local",
+        description="Where artifacts, resume checkpoints and uploaded datasets are kept for "
+        "every host: local (a directory, storage_dir) or s3 (an S3-compatible bucket).",
+    )
+    storage_dir: Path | None = Field(
+        None,
+        description="local storage: its directory (default <home>); with workers on many "
+        "machines, a shared filesystem mounted on all of them.",
+    )
+    s3_bucket: str | None = Field(None, description="s3 storage: the bucket (must exist).")
+    s3_prefix: str = Field("", description="s3 storage: prefix of every key, e.g. 'cw/'.")
+    s3_endpoint_url: str | None = Field(
+        None, description="s3 storage: endpoint of an S3-compatible server (default AWS)."
+    )
+    s3_region: str | None = Field(None, description="s3 storage: region name.")
+    s3_access_key_id: str | None = Field(
+        None, description="s3 storage: access key (default: boto3's credential chain)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="s3 storage: secret key (default: boto3's credential chain)."
+    )
+
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Settings:
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("heartbeat_seconds must be smaller than lease_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("storage is s3 but s3_bucket (COUNTERWEIGHT_S3_BUCKET) is not set")
         return self
 
     @property
@@ -89,6 +119,11 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir or self.home
+
 
 
 @lru_cache

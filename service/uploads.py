@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Dataset, DatasetKind
+from service.storage import Storage
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL = ("sample_weight", "class_names")
@@ -93,7 +94,12 @@ def uploads_dir(home: Path) -> Path:
 
 
 def upload_path(home: Path, dataset_id: str) -> Path:
-    return uploads_dir(home) / f"{dataset_id}.npz"
+    return home / upload_key(dataset_id)
+
+
+def upload_key(dataset_id: str) -> str:
+    """The upload's key in the artifact store (service.storage), and its path under a home."""
+    return f"datasets/{dataset_id}.npz"
 
 
 def new_upload_file(home: Path) -> tuple[BinaryIO, Path]:
@@ -334,13 +340,15 @@ def _check_sample_weight(weights: np.ndarray) -> None:
 
 
 @contextmanager
-def published(temp: Path, home: Path) -> Iterator[str]:
-    """Move a checked temp file into place under a new id; remove it again if the
-    block fails (e.g. the row's commit), so that no file exists without its row."""
+def published(temp: Path, home: Path, storage: Storage) -> Iterator[str]:
+    """Move a checked temp file into place under a new id and into the artifact store
+    (workers on other hosts read it there); remove it again if the block fails (e.g.
+    the row's commit), so that no file exists without its row."""
     dataset_id = uuid.uuid4().hex
     final = upload_path(home, dataset_id)
     os.replace(temp, final)
     try:
+        storage.upload(upload_key(dataset_id), final)
         yield dataset_id
     except BaseException:
         final.unlink(missing_ok=True)

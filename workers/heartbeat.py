@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import transaction
+from service.queue import workers
 from service.queue.errors import LeaseLost
 from service.queue.lease import Lease, heartbeat
 
@@ -101,3 +102,40 @@ class Heartbeat(threading.Thread):
         pending = self._progress is not None or bool(self._epochs)
         if pending and not self.lease_lost.is_set():
             self._beat()
+
+
+class Presence(threading.Thread):
+    """Keeps this worker's row in the registry (service.queue.workers) fresh, with the
+    job it is running; `set_job` writes a change at once rather than at the next beat."""
+
+    def __init__(self, sessions: sessionmaker[Session], worker_id: str, *, interval: float) -> None:
+        super().__init__(name=f"presence-{worker_id}", daemon=True)
+        self._sessions = sessions
+        self._worker_id = worker_id
+        self._interval = interval
+        self._job_id: str | None = None
+        self._wake = threading.Event()
+        self._done = threading.Event()
+
+    def set_job(self, job_id: str | None) -> None:
+        self._job_id = job_id
+        self._wake.set()
+
+    def run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._done.is_set():
+                return
+            try:
+                with transaction(self._sessions) as session:
+                    workers.beat(session, self._worker_id, self._job_id)
+            except SQLAlchemyError as exc:
+                # Only the listing goes stale meanwhile; the job's own lease is renewed apart.
+                log.warning("worker %s: registry heartbeat failed: %s", self._worker_id, exc)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join()

@@ -4,6 +4,13 @@ One job at a time per process; run one process per GPU. A failure inside a job
 fails or retries that job and never ends the worker. SIGTERM (or SIGINT) makes
 the worker stop claiming, checkpoint the running job, put it back on the queue
 and exit.
+
+Workers on many hosts share only the database and the artifact store
+(service.storage): a job's uploaded dataset and latest checkpoint are fetched
+from the store into this host's home before it trains, each checkpoint goes to
+the store as it is written, and the model, card and plots before the job is
+marked succeeded. Each worker registers itself (GET /v1/workers) under a fresh
+id, which is also the owner of the jobs it leases.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ import socket
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -27,20 +34,25 @@ import torch
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from service import artifacts
 from service.artifacts import job_dir
 from service.datasets import DatasetError
 from service.db.engine import make_engine, make_session_factory, transaction, upgrade
-from service.db.models import Job
+from service.db.models import Job, new_job_id
 from service.queue.claim import claim
 from service.queue.errors import LeaseLost
 from service.queue.lease import Lease, fail, finish, mark_cancelled, release
 from service.queue.notify import JobWaiter
 from service.queue.sweeper import sweep_expired
+from service.queue.workers import mark_stopped, register
 from service.settings import Settings
 from service.spec import JobSpec
-from workers.heartbeat import Heartbeat
+from service.storage import StorageError, storage_for
+from service.uploads import upload_key, upload_path
+from workers.heartbeat import Heartbeat, Presence
 from workers.logs import job_logging
 from workers.plots import render_plots
+from workers.training.checkpoint import mirrored
 from workers.training.engine import Progress, TrainingResult, train_job
 
 log = logging.getLogger(__name__)
@@ -67,17 +79,28 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def describe_device(device: str) -> str:
+    """The device as GET /v1/workers shows it: "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"."""
+    if not device.startswith("cuda"):
+        return device
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 class Worker:
     def __init__(self, settings: Settings, *, device: str | None = None) -> None:
         self.settings = settings
         self.device = device or default_device()
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"--device {self.device} given but CUDA is not available")
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.id = new_job_id()  # fresh on every start; the registry row says where it runs
         self.engine = make_engine(
             settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
         )
         self.sessions = make_session_factory(self.engine)
+        self.storage = storage_for(settings)
+        self.presence = Presence(self.sessions, self.id, interval=settings.heartbeat_seconds)
         self.shutdown = threading.Event()
         self._waiter = JobWaiter(settings.resolved_database_url, self.shutdown)
         self._next_sweep = 0.0
@@ -91,7 +114,17 @@ class Worker:
         signal.signal(signal.SIGINT, _stop)
 
     def run(self) -> None:
-        log.info("worker %s started on %s", self.id, self.device)
+        hostname = socket.gethostname()
+        with transaction(self.sessions) as session:
+            register(
+                session,
+                self.id,
+                hostname=hostname,
+                pid=os.getpid(),
+                device=describe_device(self.device),
+            )
+        log.info("worker %s started on %s, host %s", self.id, self.device, hostname)
+        self.presence.start()
         try:
             while not self.shutdown.is_set():
                 try:
@@ -102,9 +135,19 @@ class Worker:
                     log.warning("worker %s: database unavailable (%s); retrying", self.id, exc)
                     self.shutdown.wait(1.0)
         finally:
+            self.presence.stop()
+            self._unregister()
             self._waiter.close()
             self.engine.dispose()
             log.info("worker %s stopped", self.id)
+
+    def _unregister(self) -> None:
+        try:
+            with transaction(self.sessions) as session:
+                mark_stopped(session, self.id)
+        except SQLAlchemyError as exc:
+            # Harmless: the registry drops a silent worker once its heartbeat is stale.
+            log.warning("worker %s: not marked stopped (%s)", self.id, exc)
 
     def _sweep_if_due(self) -> None:
         if time.monotonic() < self._next_sweep:
@@ -135,11 +178,13 @@ class Worker:
             shutdown=self.shutdown,
         )
         beat.start()
+        self.presence.set_job(job.id)
         try:
             record_outcome = self._train(job, lease, beat)
         finally:
             beat.stop()
         record_outcome()
+        self.presence.set_job(None)
 
     def _train(self, job: Job, lease: Lease, beat: Heartbeat) -> Callable[[], None]:
         """Run the training; returns how to record its outcome once the heartbeat stopped."""
@@ -147,18 +192,21 @@ class Worker:
         def report(progress: Progress) -> None:
             beat.set_progress(dataclasses.asdict(progress))
 
+        workdir = job_dir(self.settings.artifacts_dir, job.id)
         try:
             spec = JobSpec.model_validate(job.spec)
             device = resolve_device(self.device, spec.train.device)
-            result = train_job(
-                spec,
-                job_dir(self.settings.artifacts_dir, job.id),
-                device=device,
-                data_root=self.settings.resolved_data_root,
-                home=self.settings.home,
-                report=report,
-                should_stop=beat.should_stop,
-            )
+            self._fetch_inputs(job.id, spec)
+            with mirrored(workdir, partial(self._upload_checkpoint, job.id)):
+                result = train_job(
+                    spec,
+                    workdir,
+                    device=device,
+                    data_root=self.settings.resolved_data_root,
+                    home=self.settings.home,
+                    report=report,
+                    should_stop=beat.should_stop,
+                )
         except (DatasetError, JobInputError, ValidationError) as exc:
             log.warning("job=%s cannot run: %s", job.id, exc)
             return partial(self._fail, lease, str(exc), retryable=False)
@@ -168,9 +216,13 @@ class Worker:
             )
             return partial(self._fail, lease, f"{type(exc).__name__}: {exc}", retryable=True)
         if result is not None:
-            # Rendered while the heartbeat still holds the lease.
-            workdir = job_dir(self.settings.artifacts_dir, job.id)
-            result.metrics["plots"] = render_plots_safely(job.id, result, workdir)
+            # Rendered and stored while the heartbeat still holds the lease.
+            plots = result.metrics["plots"] = render_plots_safely(job.id, result, workdir)
+            try:
+                self._publish(job.id, plots)
+            except StorageError as exc:
+                log.error("job=%s results not stored: %s", job.id, exc)
+                return partial(self._fail, lease, str(exc), retryable=True)
             log.info("job=%s succeeded", job.id)
             return partial(self._settle, lease, finish, result=result.metrics)
         if beat.lease_lost.is_set():
@@ -181,6 +233,34 @@ class Worker:
             return partial(self._settle, lease, mark_cancelled)
         log.info("job=%s checkpointed; returning it to the queue", job.id)
         return partial(self._settle, lease, release)
+
+    def _fetch_inputs(self, job_id: str, spec: JobSpec) -> None:
+        """Bring from the store what this host may lack: the uploaded dataset (cached:
+        an upload never changes) and the job's latest checkpoint, which another host
+        may have written since this one last ran the job."""
+        dataset_id = spec.dataset.id
+        if dataset_id is not None and not upload_path(self.settings.home, dataset_id).is_file():
+            # Not a key (so no upload's id): the dataset loader reports the bad id.
+            with suppress(ValueError):
+                self.storage.download(
+                    upload_key(dataset_id), upload_path(self.settings.home, dataset_id)
+                )
+        artifacts.fetch(self.storage, self.settings.home, job_id, artifacts.CHECKPOINT)
+
+    def _upload_checkpoint(self, job_id: str, path: Path) -> None:
+        try:
+            self.storage.upload(artifacts.job_key(job_id, artifacts.CHECKPOINT), path)
+        except StorageError as exc:
+            # Training goes on: the next checkpoint tries again, and a host that
+            # resumes meanwhile starts from the previous one (work redone, not lost).
+            log.warning("job=%s checkpoint not stored: %s", job_id, exc)
+
+    def _publish(self, job_id: str, plots: list[str]) -> None:
+        """The results the API serves, weights before card as on disk: a card in the
+        store means its weights are there."""
+        names = [artifacts.MODEL, artifacts.CARD, *map(artifacts.plot_name, plots)]
+        for name in names:
+            artifacts.upload(self.storage, self.settings.home, job_id, name)
 
     def _fail(self, lease: Lease, error: str, *, retryable: bool) -> None:
         backoff = self.settings.retry_backoff_seconds

@@ -18,6 +18,7 @@ from service.api import (
     routes_jobs,
     routes_results,
     routes_sweeps,
+    routes_workers,
 )
 from service.api.routes_events import EventHub
 from service.artifacts import ArtifactMissing
@@ -27,6 +28,7 @@ from service.inference import PredictInputError, TooManyInputs
 from service.queue.errors import IdempotencyConflict, JobNotFound, JobStateConflict
 from service.queue.inspect import BadCursor
 from service.settings import Settings, get_settings
+from service.storage import StorageError
 from service.sweeps import SweepError, SweepNotFound
 from service.uploads import DatasetNotFound, UploadTooLarge
 
@@ -43,6 +45,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     TooManyInputs: 413,
     SweepError: 422,
     SweepNotFound: 404,
+    StorageError: 503,
 }
 
 
@@ -101,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_datasets.router)
     app.include_router(routes_results.router)
     app.include_router(routes_sweeps.router)
+    app.include_router(routes_workers.router)
     return app
 
 

@@ -27,6 +27,7 @@ from service.datasets import DatasetError
 from service.db.engine import transaction
 from service.db.models import Dataset, DatasetKind
 from service.settings import Settings
+from service.storage import storage_for
 from service.uploads import (
     DatasetNotFound,
     UploadTooLarge,
@@ -258,7 +259,11 @@ async def _receive(request: Request, home: Path, cap: int) -> _Received:
 
 def _store(received: _Received, sessions: sessionmaker[Session], settings: Settings) -> Dataset:
     summary = inspect_npz(received.path, settings.max_upload_array_bytes)
-    with published(received.path, settings.home) as dataset_id, transaction(sessions) as session:
+    storage = storage_for(settings)
+    with (
+        published(received.path, settings.home, storage) as dataset_id,
+        transaction(sessions) as session,
+    ):
         return add_dataset(session, dataset_id, received.filename, summary, received.size)
 
 

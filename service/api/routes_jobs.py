@@ -119,7 +119,7 @@ def job_metrics(job_id: str, sessions: SessionsDep) -> dict[str, Any]:
 def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> FileResponse:
     """The selected checkpoint's weights as safetensors; the model card says how to use them."""
     job = succeeded_job(sessions, job_id, "model")
-    path = artifacts.job_file(settings.artifacts_dir, job.id, artifacts.MODEL)
+    path = artifacts.job_file(settings, job.id, artifacts.MODEL)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{job.id}.safetensors"
     )
@@ -129,5 +129,5 @@ def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> File
 def job_model_card(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> JSONResponse:
     """Architecture, classes, input shape and normalisation, spec and metrics of the model."""
     job = succeeded_job(sessions, job_id, "model card")
-    path = artifacts.job_file(settings.artifacts_dir, job.id, artifacts.CARD)
+    path = artifacts.job_file(settings, job.id, artifacts.CARD)
     return JSONResponse(json.loads(path.read_text()))

@@ -43,7 +43,7 @@ def job_plot(job_id: str, name: str, sessions: SessionsDep, settings: SettingsDe
     """A plot rendered when the job ended; the job's metrics list the names (`plots`)."""
     job = succeeded_job(sessions, job_id, "plots")
     listed = list((job.result or {}).get("plots") or [])
-    path = artifacts.plot_file(settings.artifacts_dir, job.id, name, listed)
+    path = artifacts.plot_file(settings, job.id, name, listed)
     return FileResponse(path, media_type="image/png")
 
 
@@ -61,6 +61,6 @@ def job_predict(
     """The class, its name and all class probabilities for each input, from the job's
     selected checkpoint. The model is loaded once and kept for the next requests."""
     job = succeeded_job(sessions, job_id, "model")
-    loaded = inference.MODELS.get(settings.artifacts_dir, job.id, settings.predict_cache_models)
+    loaded = inference.MODELS.get(settings, job.id, settings.predict_cache_models)
     batch = inference.to_batch(body.inputs, loaded, settings.max_predict_inputs)
     return PredictResponse.model_validate({"predictions": inference.predict(loaded, batch)})

@@ -9,6 +9,7 @@ import torch
 
 from service import artifacts
 from service.inference import ModelCache, predict, to_batch
+from service.settings import Settings
 from workers.training.checkpoint import save_model
 from workers.training.models import build_model
 
@@ -33,17 +34,18 @@ def remove_model(artifacts_dir: Path, job_id: str) -> None:
 
 def test_a_model_is_loaded_once_and_the_least_recently_used_is_evicted(tmp_path: Path) -> None:
     cache = ModelCache()
-    store_model(tmp_path, "one")
-    store_model(tmp_path, "two")
-    first = cache.get(tmp_path, "one", capacity=1)
-    remove_model(tmp_path, "one")
+    settings = Settings(home=tmp_path)
+    store_model(settings.artifacts_dir, "one")
+    store_model(settings.artifacts_dir, "two")
+    first = cache.get(settings, "one", capacity=1)
+    remove_model(settings.artifacts_dir, "one")
     # Served from memory: the files are no longer read.
-    assert cache.get(tmp_path, "one", capacity=1) is first
+    assert cache.get(settings, "one", capacity=1) is first
     batch = to_batch([torch.rand(1, 4, 4).tolist()], first, max_inputs=8)
     (prediction,) = predict(first, batch)
     assert prediction["name"] == ["a", "b", "c"][prediction["class"]]
     assert sum(prediction["probabilities"]) == pytest.approx(1.0)
 
-    cache.get(tmp_path, "two", capacity=1)  # evicts "one", whose files are gone
+    cache.get(settings, "two", capacity=1)  # evicts "one", whose files are gone
     with pytest.raises(artifacts.ArtifactMissing, match=r"card\.json"):
-        cache.get(tmp_path, "one", capacity=1)
+        cache.get(settings, "one", capacity=1)

@@ -8,13 +8,18 @@
 A file is written to a temporary name in the same directory, synced, then
 renamed over the old one: a crash leaves either the old file or the new one,
 never half of one.
+
+The engine only knows its workdir. A worker that wants each checkpoint copied
+elsewhere as soon as it is written (the artifact store, so that another host
+can resume the job) says so with `mirrored(workdir, copy)`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,8 +43,28 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     os.replace(tmp, path)
 
 
+# workdir -> what to do with each checkpoint written there (see `mirrored`).
+_mirrors: dict[Path, Callable[[Path], None]] = {}
+
+
+@contextmanager
+def mirrored(workdir: Path, copy: Callable[[Path], None]) -> Iterator[None]:
+    """Inside the block, `copy(path)` runs after each checkpoint written to `workdir`,
+    before save_checkpoint returns: a job stopped after its final checkpoint has it
+    copied by the time the worker gives the job back."""
+    _mirrors[workdir] = copy
+    try:
+        yield
+    finally:
+        del _mirrors[workdir]
+
+
 def save_checkpoint(workdir: Path, state: dict[str, Any]) -> None:
-    atomic_write(workdir / CHECKPOINT_FILE, lambda f: torch.save(state, f))
+    path = workdir / CHECKPOINT_FILE
+    atomic_write(path, lambda f: torch.save(state, f))
+    copy = _mirrors.get(workdir)
+    if copy is not None:
+        copy(path)
 
 
 def load_checkpoint(workdir: Path) -> dict[str, Any] | None:

@@ -1,0 +1,51 @@
+"""Artifact storage shared by every host: the API, and workers on any machine.
+
+`storage_for(settings)` is the store the settings name (COUNTERWEIGHT_STORAGE), made
+once per process and configuration: S3 clients are slow to build and safe to share.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from service.settings import Settings
+from service.storage.base import Storage, StorageError, check_key
+from service.storage.local import LocalStorage
+
+__all__ = ["LocalStorage", "Storage", "StorageError", "check_key", "storage_for"]
+
+
+def storage_for(settings: Settings) -> Storage:
+    if settings.storage == "local":
+        return LocalStorage(settings.resolved_storage_dir)
+    assert settings.s3_bucket is not None  # Settings refuses s3 without a bucket
+    secret = settings.s3_secret_access_key
+    return _s3(
+        settings.s3_bucket,
+        settings.s3_prefix,
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        settings.s3_access_key_id,
+        None if secret is None else secret.get_secret_value(),
+    )
+
+
+@lru_cache
+def _s3(
+    bucket: str,
+    prefix: str,
+    endpoint_url: str | None,
+    region: str | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+) -> Storage:
+    from service.storage.s3 import S3Storage  # boto3 loads only where S3 is used
+
+    return S3Storage(
+        bucket,
+        prefix=prefix,
+        endpoint_url=endpoint_url,
+        region=region,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+    )
