@@ -106,11 +106,12 @@ def resolve(spec: JobSpec, data_root: Path, home: Path | None = None) -> Plan:
         check_arch_input(spec.model.arch, splits.input_shape)
         augment_enabled(spec, splits.input_shape)  # refuses augment: true on non-images
     weights = job_weights(spec, splits)
+    samples = "words" if spec.task == "sequence_labeling" else "samples"
     names = splits.class_names
     counts = splits.counts
     train = counts["train"]
     warnings = [
-        f"{_name(c, names)} has only {n} training samples "
+        f"{_name(c, names)} has only {n} training {samples} "
         f"(fewer than {FEW_SAMPLES}); its metrics will be noisy"
         for c, n in enumerate(train)
         if n < FEW_SAMPLES

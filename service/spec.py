@@ -294,9 +294,14 @@ def check_sequence_spec(spec: JobSpec) -> None:
             f"model.arch: sequence_labeling needs bilstm_tagger; {spec.model.arch!r} "
             "classifies whole samples"
         )
-    imbalance = spec.imbalance.model_fields_set - {"profile"}
-    if spec.imbalance.profile != "none" or imbalance:
-        given = sorted(imbalance | ({"profile"} if spec.imbalance.profile != "none" else set()))
+    # Compared with the defaults, not by the fields set: a stored spec has every field set.
+    default = ImbalanceSpec()
+    given = [
+        name
+        for name in ImbalanceSpec.model_fields
+        if getattr(spec.imbalance, name) != getattr(default, name)
+    ]
+    if given:
         raise ValueError(
             f"imbalance.{given[0]}: no imbalance options apply to sequence_labeling (none "
             "do: subsampling drops whole sentences, each holding many tags); leave imbalance "

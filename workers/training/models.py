@@ -288,6 +288,10 @@ class BiLSTMTagger(nn.Module):
         return logits
 
 
+class NotAClassifier(ValueError):
+    """A model card of a tagger where a classifier is needed (HTTP 422 from predict)."""
+
+
 def tagger_kwargs(model: ModelSpec) -> dict[str, Any]:
     """bilstm_tagger's BiLSTMTagger keyword arguments from the spec (the data's vocabulary
     sizes come from the data)."""
@@ -341,5 +345,9 @@ def model_from_card(card: dict[str, Any]) -> Classifier:
     """The card's architecture with untrained weights; load the safetensors file into it.
     A bilstm_tagger card loads with tagger_from_card."""
     if card["arch"] == "bilstm_tagger":
-        raise ValueError("a bilstm_tagger card loads with tagger_from_card")
+        raise NotAClassifier(
+            "predict serves classification jobs; this job's model is a bilstm_tagger (task "
+            "sequence_labeling): download it from GET /v1/jobs/{id}/model and rebuild it from "
+            "GET /v1/jobs/{id}/model/card (workers.training.models.tagger_from_card)"
+        )
     return build_model(card["arch"], **card["model_kwargs"])
