@@ -48,6 +48,10 @@ class TooLarge(ApiError):
     """413: an upload over the server's limits."""
 
 
+class QueueFull(ApiError):
+    """429: the tenant already has as many jobs queued as the server allows."""
+
+
 class ServerError(ApiError):
     """5xx: still failing after the retries."""
 
@@ -60,6 +64,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     409: Conflict,
     413: TooLarge,
     422: InvalidRequest,
+    429: QueueFull,
 }
 
 

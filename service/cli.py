@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from service import cli_client
+from service import cli_client, cli_keys
 from service.settings import Settings
 from workers.logs import configure_logging
 
@@ -40,6 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     upgrade(settings.resolved_database_url)  # once, before the children race to do it
+    if cli_keys.refuse_open_mode(settings, args.host, warn=False):  # the API child warns
+        return 2
     exe = [sys.executable, "-m", "service.cli"]
     api = [*exe, "api", "--host", args.host, "--port", str(args.port)]
     children = [subprocess.Popen(api)]
@@ -76,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if cli_keys.refuse_open_mode(_settings(), args.host):
+        return 2
     uvicorn.run(
         "service.api.app:app_from_env",
         factory=True,
@@ -111,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply all migrations").set_defaults(func=cmd_db_upgrade)
 
+    cli_keys.add_commands(sub)
     cli_client.add_commands(sub)
     return parser
 

@@ -203,7 +203,7 @@ def cmd_datasets(client: Client, args: argparse.Namespace) -> int:
 def _run(command: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
-            with Client(args.url) as client:
+            with Client(args.url, args.api_key) as client:
                 return command(client, args)
         except CounterweightError as error:
             status = f" {error.status}" if error.status is not None else ""
@@ -225,11 +225,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=os.environ.get("COUNTERWEIGHT_URL", DEFAULT_URL),
         help="the API (default: $COUNTERWEIGHT_URL or %(default)s); key: $COUNTERWEIGHT_API_KEY",
     )
+    common.add_argument(
+        "--api-key", default=None, help="the API key (default: $COUNTERWEIGHT_API_KEY)"
+    )
     common.add_argument("--json", action="store_true", help="print only JSON on stdout")
     # `datasets upload` takes the options too; SUPPRESS keeps argparse's nested-parser
     # defaults from overwriting options given before `upload`.
     nested = argparse.ArgumentParser(add_help=False)
     nested.add_argument("--url", default=argparse.SUPPRESS)
+    nested.add_argument("--api-key", default=argparse.SUPPRESS)
     nested.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
     def add(name: str, command: Command, help: str) -> argparse.ArgumentParser:

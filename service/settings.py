@@ -62,6 +62,38 @@ class Settings(BaseSettings):
     predict_cache_models: int = Field(
         4, gt=0, description="How many models the API keeps loaded for predict (LRU)."
     )
+    auth_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long the API trusts what it read about API keys: a revoked key "
+        "stops working, and the first key made switches auth on, within this time.",
+    )
+    # Limits (service.limits): each refusal is a 4xx naming the field, the value and the cap.
+    max_request_bytes: int = Field(
+        32 * 2**20,
+        gt=0,
+        description="Largest request body in bytes, dataset uploads aside (max_upload_bytes); "
+        "larger is a 413.",
+    )
+    max_epochs: int = Field(1000, gt=0, description="Largest train.epochs of a job; more: 422.")
+    max_batch_size: int = Field(
+        8192, gt=0, description="Largest train.batch_size of a job; more: 422."
+    )
+    max_model_parameters: int = Field(
+        100_000_000,
+        gt=0,
+        description="Most trainable parameters of a job's model (counted without building "
+        "it); more: 422.",
+    )
+    max_inline_weights: int = Field(
+        1_000_000,
+        gt=0,
+        description="Longest inline sample_weight array of a job spec; longer: 422 (upload "
+        'the weights with the dataset and use "from_dataset").',
+    )
+    max_queued_jobs_per_tenant: int = Field(
+        1000, gt=0, description="Jobs one tenant may have queued at once; more: 429."
+    )
     storage: Literal["local", "s3"] = Field(
         "local",
         description="Where artifacts, resume checkpoints and uploaded datasets are kept for "
@@ -84,7 +116,6 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(
         None, description="s3 storage: secret key (default: boto3's credential chain)."
     )
-
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Settings:
@@ -123,7 +154,6 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_dir(self) -> Path:
         return self.storage_dir or self.home
-
 
 
 @lru_cache

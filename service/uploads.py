@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Dataset, DatasetKind
+from service.db.models import DEFAULT_TENANT, Dataset, DatasetKind
 from service.storage import Storage
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
@@ -48,6 +48,14 @@ def _invalid(message: str) -> Exception:
     from service.datasets import DatasetError
 
     return DatasetError(message)
+
+
+def missing_upload(dataset_id: str) -> Exception:
+    """What a job naming an upload that is not there, or not the caller's, gets (422)."""
+    return _invalid(
+        f"dataset.id: no uploaded dataset {dataset_id!r}; upload one with POST /v1/datasets "
+        "and use the id it returns"
+    )
 
 
 class UploadTooLarge(Exception):
@@ -356,10 +364,17 @@ def published(temp: Path, home: Path, storage: Storage) -> Iterator[str]:
 
 
 def add_dataset(
-    session: Session, dataset_id: str, filename: str | None, summary: UploadSummary, size: int
+    session: Session,
+    dataset_id: str,
+    filename: str | None,
+    summary: UploadSummary,
+    size: int,
+    *,
+    tenant: str = DEFAULT_TENANT,
 ) -> Dataset:
     dataset = Dataset(
         id=dataset_id,
+        tenant=tenant,
         filename=filename[:255] if filename else None,
         kind=summary.kind,
         shapes=summary.shapes,
@@ -375,18 +390,28 @@ def add_dataset(
     return dataset
 
 
-def get_dataset(session: Session, dataset_id: str) -> Dataset:
+def get_dataset(session: Session, dataset_id: str, tenant: str | None = None) -> Dataset:
+    """The upload; with `tenant`, another tenant's is DatasetNotFound, as a missing one."""
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    if dataset is None or (tenant is not None and dataset.tenant != tenant):
         raise DatasetNotFound(f"no dataset {dataset_id!r}")
     return dataset
 
 
-def list_datasets(session: Session) -> Sequence[Dataset]:
-    """Every upload, newest first."""
-    return session.scalars(
-        select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc())
-    ).all()
+def check_upload_usable(session: Session, dataset_id: str, tenant: str | None) -> None:
+    """A job may name only its tenant's uploads (any, for None); others read as missing."""
+    try:
+        get_dataset(session, dataset_id, tenant)
+    except DatasetNotFound:
+        raise missing_upload(dataset_id) from None
+
+
+def list_datasets(session: Session, tenant: str | None = None) -> Sequence[Dataset]:
+    """The uploads of `tenant` (every tenant's for None), newest first."""
+    query = select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc())
+    if tenant is not None:
+        query = query.where(Dataset.tenant == tenant)
+    return session.scalars(query).all()
 
 
 def load_upload_arrays(home: Path, dataset_id: str) -> UploadArrays:
@@ -395,10 +420,7 @@ def load_upload_arrays(home: Path, dataset_id: str) -> UploadArrays:
     # Only ids this service made name a file: nothing a client sends can reach elsewhere.
     path = upload_path(home, dataset_id)
     if not _ID.fullmatch(dataset_id) or not path.is_file():
-        raise _invalid(
-            f"dataset.id: no uploaded dataset {dataset_id!r}; upload one with POST /v1/datasets "
-            "and use the id it returns"
-        )
+        raise missing_upload(dataset_id)
     with np.load(path, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -20,18 +20,21 @@ from service.api import (
     routes_sweeps,
     routes_workers,
 )
+from service.api.deps import require_key_on_v1
+from service.api.openapi import document_security
 from service.api.routes_events import EventHub
 from service.artifacts import ArtifactMissing
+from service.auth import KeyCache
 from service.datasets import DatasetError
 from service.db.engine import make_engine, make_session_factory, upgrade
 from service.inference import PredictInputError, TooManyInputs
+from service.limits import BodySizeLimit, LimitExceeded, QueueFull
 from service.queue.errors import IdempotencyConflict, JobNotFound, JobStateConflict
 from service.queue.inspect import BadCursor
 from service.settings import Settings, get_settings
 from service.storage import StorageError
 from service.sweeps import SweepError, SweepNotFound
 from service.uploads import DatasetNotFound, UploadTooLarge
-from workers.training.models import NotAClassifier
 
 ERROR_STATUS: dict[type[Exception], int] = {
     ArtifactMissing: 404,
@@ -43,10 +46,11 @@ ERROR_STATUS: dict[type[Exception], int] = {
     DatasetNotFound: 404,
     UploadTooLarge: 413,
     PredictInputError: 422,
-    NotAClassifier: 422,  # predict on a sequence labeling job
     TooManyInputs: 413,
     SweepError: 422,
     SweepNotFound: 404,
+    LimitExceeded: 422,
+    QueueFull: 429,
     StorageError: 503,
 }
 
@@ -93,9 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Training as a service for class-imbalanced learning.",
         lifespan=lifespan,
+        # Every /v1 route, whichever router brings it, needs an API key (service.api.deps).
+        dependencies=[Depends(require_key_on_v1)],
     )
     app.state.settings = settings
     app.state.sessions = make_session_factory(engine)
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in ERROR_STATUS:
         app.add_exception_handler(error, _domain_error)
@@ -107,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_results.router)
     app.include_router(routes_sweeps.router)
     app.include_router(routes_workers.router)
+    document_security(app)
     return app
 
 

@@ -89,7 +89,8 @@ PrincipalDep = Annotated[Principal, Depends(principal)]
 async def require_key_on_v1(request: Request) -> None:
     """The app-wide dependency (create_app): every route under /v1, whichever router
     brings it, needs a key; /healthz, /readyz, /metrics and the docs do not."""
-    route = request.scope.get("route")
-    path: str = getattr(route, "path", request.url.path)
+    # The path requested, not the route's template: a router included with a prefix
+    # cannot slip past, whatever its routes call themselves.
+    path: str = request.scope["path"]
     if path == V1_PREFIX or path.startswith(V1_PREFIX + "/"):
         await principal(request)

@@ -28,8 +28,43 @@ ERROR_BODY = {
 }
 
 
+# What a 422 really is (service.api.app): one message, and for a body or parameter that
+# fails validation the list of fields at fault. FastAPI's default documents a list.
+UNPROCESSABLE = {
+    "type": "object",
+    "title": "HTTPValidationError",
+    "properties": {
+        "detail": {"type": "string", "description": "What is wrong, naming the field."},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+                "required": ["field", "msg", "type"],
+            },
+        },
+    },
+    "required": ["detail"],
+}
+
+
+# Every operation that reads a body can refuse it whole, before any route code runs.
+BODY_ERRORS = {
+    "400": "The body cannot be decoded (not UTF-8 JSON)",
+    "413": "The body is larger than the limits",
+    "422": "The body is not what this operation takes; `detail` says why",
+}
+
+
 def _amend(schema: dict[str, Any]) -> None:
-    schema.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME] = {
+    components = schema.setdefault("components", {})
+    if "HTTPValidationError" in components.get("schemas", {}):
+        components["schemas"]["HTTPValidationError"] = UNPROCESSABLE
+    components.setdefault("securitySchemes", {})[SCHEME] = {
         "type": "http",
         "scheme": "bearer",
         "description": "An API key from `counterweight keys create --tenant NAME`. Not needed "
@@ -48,10 +83,10 @@ def _amend(schema: dict[str, Any]) -> None:
                     },
                 )
             if method in BODY_METHODS:
-                responses.setdefault(
-                    "413",
-                    {"description": "The body is larger than the limits", "content": ERROR_BODY},
-                )
+                for status, description in BODY_ERRORS.items():
+                    responses.setdefault(
+                        status, {"description": description, "content": ERROR_BODY}
+                    )
 
 
 def document_security(app: FastAPI) -> None:

@@ -20,7 +20,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import SessionsDep, SettingsDep
+from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
 from service.api.schemas import as_utc
 from service.dataset_sources import TORCHVISION_LAYOUTS, expected_files
 from service.datasets import DatasetError
@@ -257,14 +257,18 @@ async def _receive(request: Request, home: Path, cap: int) -> _Received:
     return _Received(path, part.filename, part.size)
 
 
-def _store(received: _Received, sessions: sessionmaker[Session], settings: Settings) -> Dataset:
+def _store(
+    received: _Received, sessions: sessionmaker[Session], settings: Settings, tenant: str
+) -> Dataset:
     summary = inspect_npz(received.path, settings.max_upload_array_bytes)
     storage = storage_for(settings)
     with (
         published(received.path, settings.home, storage) as dataset_id,
         transaction(sessions) as session,
     ):
-        return add_dataset(session, dataset_id, received.filename, summary, received.size)
+        return add_dataset(
+            session, dataset_id, received.filename, summary, received.size, tenant=tenant
+        )
 
 
 UPLOAD_BODY: dict[str, Any] = {
@@ -290,14 +294,18 @@ UPLOAD_BODY: dict[str, Any] = {
     responses={413: {"description": "Larger than the upload limits"}},
 )
 async def upload_dataset(
-    request: Request, response: Response, sessions: SessionsDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> UploadedDatasetOut:
     """Upload an `.npz` with x_train, y_train, x_test, y_test and optionally sample_weight
     (one weight per x_train row) and class_names. x: (N, D) float features, or (N, H, W) /
     (N, C, H, W) images, uint8 0..255 or float in [0, 1]; y: integer labels 0..k-1."""
     received = await _receive(request, settings.home, settings.max_upload_bytes)
     try:
-        dataset = await run_in_threadpool(_store, received, sessions, settings)
+        dataset = await run_in_threadpool(_store, received, sessions, settings, principal.tenant)
     finally:
         # Gone already when stored (os.replace moved it); removes it after a refusal.
         received.path.unlink(missing_ok=True)
@@ -306,17 +314,17 @@ async def upload_dataset(
 
 
 @router.get("")
-def list_all(sessions: SessionsDep, settings: SettingsDep) -> DatasetPage:
+def list_all(sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep) -> DatasetPage:
     """The built-in datasets with whether their files are present, then uploads, newest
     first. Not paged: next_cursor is always null."""
     with transaction(sessions) as session:
-        uploads = [UploadedDatasetOut.of(row) for row in list_datasets(session)]
+        uploads = [UploadedDatasetOut.of(row) for row in list_datasets(session, principal.scope)]
     return DatasetPage(data=[*_builtins(settings.resolved_data_root), *uploads])
 
 
 @router.get("/{dataset_id}", responses={404: {"description": "No dataset with this id"}})
 def read_dataset(
-    dataset_id: str, sessions: SessionsDep, settings: SettingsDep
+    dataset_id: str, sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
 ) -> BuiltinDatasetOut | UploadedDatasetOut:
     """An upload by id, or a built-in by name (digits, mnist, fashion_mnist, cifar10,
     image_folder)."""
@@ -325,7 +333,7 @@ def read_dataset(
             return builtin
     with transaction(sessions) as session:
         try:
-            return UploadedDatasetOut.of(get_dataset(session, dataset_id))
+            return UploadedDatasetOut.of(get_dataset(session, dataset_id, principal.scope))
         except DatasetNotFound:
             raise DatasetNotFound(
                 f"no dataset {dataset_id!r}: not an upload id, nor a built-in name "

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.deps import PrincipalDep
 from service.db.engine import dumps_json, transaction
 from service.db.models import JobEvent
 from service.queue.events import events_after, events_since_id, is_terminal, newest_event_id
@@ -222,6 +223,7 @@ def _hub(request: Request) -> EventHub:
 async def job_events(
     job_id: str,
     request: Request,
+    principal: PrincipalDep,
     after: Annotated[int, Query(ge=0, description="Resume after this seq (0: from the start)")] = 0,
     last_event_id: Annotated[
         int | None, Header(ge=0, description="Resume after this seq (wins over `after`)")
@@ -233,7 +235,8 @@ async def job_events(
 
     def check() -> None:
         with transaction(sessions) as session:
-            get_job(session, job_id)  # JobNotFound -> 404, before the stream starts
+            # JobNotFound -> 404 (also for another tenant's job), before the stream starts.
+            get_job(session, job_id, principal.scope)
 
     await asyncio.to_thread(check)
     start = last_event_id if last_event_id is not None else after

@@ -7,17 +7,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
 
-from service import artifacts, plan
-from service.api.deps import SessionsDep, SettingsDep
+from service import artifacts, limits, plan
+from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
 from service.api.schemas import JobOut, JobPage, ValidationReport
+from service.auth import Principal
 from service.db.engine import transaction
 from service.db.models import Job, JobStatus
 from service.queue.cancel import request_cancel
 from service.queue.enqueue import enqueue
 from service.queue.errors import JobStateConflict
 from service.queue.inspect import get_job, list_jobs
+from service.settings import Settings
 from service.spec import JobSpec
+from service.uploads import check_upload_usable
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -34,18 +38,54 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("", status_code=202, responses={409: {"description": "Idempotency-Key reused"}})
+def admit(
+    spec: JobSpec, settings: Settings, sessions: sessionmaker[Session], principal: Principal
+) -> plan.Plan:
+    """What a spec must pass before it is queued: the limits, the caller's right to the
+    data it names (another tenant's upload reads as missing), the data itself."""
+    limits.check_spec(
+        spec,
+        max_epochs=settings.max_epochs,
+        max_batch_size=settings.max_batch_size,
+        max_inline_weights=settings.max_inline_weights,
+    )
+    if spec.dataset.id is not None:
+        with transaction(sessions) as session:
+            check_upload_usable(session, spec.dataset.id, principal.scope)
+    resolved = plan.resolve(spec, settings.resolved_data_root, settings.home)
+    if resolved.input_shape is not None:
+        limits.check_model(
+            spec, resolved.input_shape, len(resolved.class_names), settings.max_model_parameters
+        )
+    return resolved
+
+
+@router.post(
+    "",
+    status_code=202,
+    responses={
+        409: {"description": "Idempotency-Key reused"},
+        429: {"description": "The tenant has COUNTERWEIGHT_MAX_QUEUED_JOBS_PER_TENANT queued"},
+    },
+)
 def submit_job(
     spec: JobSpec,
     response: Response,
     sessions: SessionsDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a training job. The data it names is checked now, not when it runs."""
-    plan.resolve(spec, settings.resolved_data_root, settings.home)
+    admit(spec, settings, sessions, principal)
     with transaction(sessions) as session:
-        job, created = enqueue(session, spec, idempotency_key=idempotency_key)
+        job, created = enqueue(
+            session,
+            spec,
+            tenant=principal.tenant,
+            idempotency_key=idempotency_key,
+            max_queued=settings.max_queued_jobs_per_tenant,
+        )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -53,9 +93,11 @@ def submit_job(
 
 
 @router.post("/validate")
-def validate_job(spec: JobSpec, settings: SettingsDep) -> ValidationReport:
+def validate_job(
+    spec: JobSpec, settings: SettingsDep, sessions: SessionsDep, principal: PrincipalDep
+) -> ValidationReport:
     """Dry run: what the spec resolves to, with warnings. Nothing is queued."""
-    resolved = plan.resolve(spec, settings.resolved_data_root, settings.home)
+    resolved = admit(spec, settings, sessions, principal)
     return ValidationReport(
         spec=spec.model_dump(mode="json"),
         class_names=resolved.class_names,
@@ -69,33 +111,38 @@ def validate_job(spec: JobSpec, settings: SettingsDep) -> ValidationReport:
 @router.get("")
 def list_all(
     sessions: SessionsDep,
+    principal: PrincipalDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> JobPage:
     """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
     with transaction(sessions) as session:
-        jobs, next_cursor = list_jobs(session, status=status, limit=limit, cursor=cursor)
+        jobs, next_cursor = list_jobs(
+            session, status=status, limit=limit, cursor=cursor, tenant=principal.scope
+        )
         return JobPage(data=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", responses=ERRORS)
-def read_job(job_id: str, sessions: SessionsDep) -> JobOut:
+def read_job(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> JobOut:
     with transaction(sessions) as session:
-        return JobOut.of(get_job(session, job_id))
+        return JobOut.of(get_job(session, job_id, principal.scope))
 
 
 @router.post("/{job_id}/cancel", responses=ERRORS)
-def cancel_job(job_id: str, sessions: SessionsDep) -> JobOut:
+def cancel_job(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> JobOut:
     """A queued job ends at once; a running one within a few seconds."""
     with transaction(sessions) as session:
-        return JobOut.of(request_cancel(session, job_id))
+        return JobOut.of(request_cancel(session, job_id, principal.scope))
 
 
-def succeeded_job(sessions: SessionsDep, job_id: str, what: str) -> Job:
-    """The job, if it has succeeded; else a conflict naming what the caller wanted."""
+def succeeded_job(
+    sessions: sessionmaker[Session], principal: Principal, job_id: str, what: str
+) -> Job:
+    """The caller's job, if it has succeeded; else a conflict naming what they wanted."""
     with transaction(sessions) as session:
-        job = get_job(session, job_id)
+        job = get_job(session, job_id, principal.scope)
     if job.status != JobStatus.succeeded:
         raise JobStateConflict(
             f"job {job_id} is {job.status.value}; its {what} exists once it has succeeded"
@@ -104,9 +151,9 @@ def succeeded_job(sessions: SessionsDep, job_id: str, what: str) -> Job:
 
 
 @router.get("/{job_id}/metrics", responses=ERRORS)
-def job_metrics(job_id: str, sessions: SessionsDep) -> dict[str, Any]:
+def job_metrics(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> dict[str, Any]:
     """Per-epoch validation history and the final test evaluation (DESIGN.md section 5)."""
-    job = succeeded_job(sessions, job_id, "metrics")
+    job = succeeded_job(sessions, principal, job_id, "metrics")
     assert job.result is not None
     return job.result
 
@@ -116,9 +163,11 @@ def job_metrics(job_id: str, sessions: SessionsDep) -> dict[str, Any]:
     responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
     response_class=FileResponse,
 )
-def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> FileResponse:
+def job_model(
+    job_id: str, sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
+) -> FileResponse:
     """The selected checkpoint's weights as safetensors; the model card says how to use them."""
-    job = succeeded_job(sessions, job_id, "model")
+    job = succeeded_job(sessions, principal, job_id, "model")
     path = artifacts.job_file(settings, job.id, artifacts.MODEL)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{job.id}.safetensors"
@@ -126,8 +175,10 @@ def job_model(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> File
 
 
 @router.get("/{job_id}/model/card", responses=ERRORS)
-def job_model_card(job_id: str, sessions: SessionsDep, settings: SettingsDep) -> JSONResponse:
+def job_model_card(
+    job_id: str, sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
+) -> JSONResponse:
     """Architecture, classes, input shape and normalisation, spec and metrics of the model."""
-    job = succeeded_job(sessions, job_id, "model card")
+    job = succeeded_job(sessions, principal, job_id, "model card")
     path = artifacts.job_file(settings, job.id, artifacts.CARD)
     return JSONResponse(json.loads(path.read_text()))

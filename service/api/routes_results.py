@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from service import artifacts, inference
-from service.api.deps import SessionsDep, SettingsDep
+from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
 from service.api.routes_jobs import ERRORS, succeeded_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
@@ -39,9 +39,11 @@ class PredictResponse(BaseModel):
     responses={**ERRORS, 200: {"content": {"image/png": {}}}},
     response_class=FileResponse,
 )
-def job_plot(job_id: str, name: str, sessions: SessionsDep, settings: SettingsDep) -> FileResponse:
+def job_plot(
+    job_id: str, name: str, sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
+) -> FileResponse:
     """A plot rendered when the job ended; the job's metrics list the names (`plots`)."""
-    job = succeeded_job(sessions, job_id, "plots")
+    job = succeeded_job(sessions, principal, job_id, "plots")
     listed = list((job.result or {}).get("plots") or [])
     path = artifacts.plot_file(settings, job.id, name, listed)
     return FileResponse(path, media_type="image/png")
@@ -56,11 +58,15 @@ def job_plot(job_id: str, name: str, sessions: SessionsDep, settings: SettingsDe
     response_model_by_alias=True,
 )
 def job_predict(
-    job_id: str, body: PredictRequest, sessions: SessionsDep, settings: SettingsDep
+    job_id: str,
+    body: PredictRequest,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> PredictResponse:
     """The class, its name and all class probabilities for each input, from the job's
     selected checkpoint. The model is loaded once and kept for the next requests."""
-    job = succeeded_job(sessions, job_id, "model")
+    job = succeeded_job(sessions, principal, job_id, "model")
     loaded = inference.MODELS.get(settings, job.id, settings.predict_cache_models)
     batch = inference.to_batch(body.inputs, loaded, settings.max_predict_inputs)
     return PredictResponse.model_validate({"predictions": inference.predict(loaded, batch)})

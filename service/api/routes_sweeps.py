@@ -10,7 +10,8 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from service import sweeps
-from service.api.deps import SessionsDep, SettingsDep
+from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
+from service.api.routes_jobs import admit
 from service.db.engine import transaction
 from service.db.models import Job, Sweep
 
@@ -59,23 +60,43 @@ class SweepOut(BaseModel):
         )
 
 
-@router.post("", status_code=202)
+@router.post(
+    "",
+    status_code=202,
+    responses={429: {"description": "The jobs would exceed the tenant's queued-jobs limit"}},
+)
 def submit_sweep(
-    body: SweepIn, response: Response, sessions: SessionsDep, settings: SettingsDep
+    body: SweepIn,
+    response: Response,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> SweepOut:
     """Queue one job per grid combination; every one is validated before any is queued."""
     combinations = sweeps.expand(body.base, body.grid)
-    specs = sweeps.validate(combinations, settings.resolved_data_root, settings.home)
+    specs = sweeps.validate(
+        combinations,
+        settings.resolved_data_root,
+        settings.home,
+        admit=lambda spec: admit(spec, settings, sessions, principal),
+    )
     with transaction(sessions) as session:
-        sweep, jobs = sweeps.create_sweep(session, body.base, body.grid, specs)
+        sweep, jobs = sweeps.create_sweep(
+            session,
+            body.base,
+            body.grid,
+            specs,
+            tenant=principal.tenant,
+            max_queued=settings.max_queued_jobs_per_tenant,
+        )
     response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
     return SweepOut.of(sweep, jobs)
 
 
 @router.get("/{sweep_id}", responses=ERRORS)
-def read_sweep(sweep_id: str, sessions: SessionsDep) -> SweepOut:
+def read_sweep(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> SweepOut:
     with transaction(sessions) as session:
-        sweep, jobs = sweeps.get_sweep(session, sweep_id)
+        sweep, jobs = sweeps.get_sweep(session, sweep_id, principal.scope)
     return SweepOut.of(sweep, jobs)
 
 
@@ -84,11 +105,11 @@ def read_sweep(sweep_id: str, sessions: SessionsDep) -> SweepOut:
     responses={**ERRORS, 200: {"content": {"image/png": {}}}},
     response_class=Response,
 )
-def compare_plot(sweep_id: str, sessions: SessionsDep) -> Response:
+def compare_plot(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> Response:
     """Each cell's mean test metrics with sample-std error bars, rendered from the jobs
     that have succeeded so far."""
     with transaction(sessions) as session:
-        sweep, jobs = sweeps.get_sweep(session, sweep_id)
+        sweep, jobs = sweeps.get_sweep(session, sweep_id, principal.scope)
     rows, _ = sweeps.table(sweep, jobs)
     return Response(content=_compare_png(rows), media_type="image/png")
 
