@@ -35,6 +35,7 @@ from service.settings import Settings, get_settings
 from service.storage import StorageError
 from service.sweeps import SweepError, SweepNotFound
 from service.uploads import DatasetNotFound, UploadTooLarge
+from workers.training.models import NotAClassifier
 
 ERROR_STATUS: dict[type[Exception], int] = {
     ArtifactMissing: 404,
@@ -46,6 +47,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     DatasetNotFound: 404,
     UploadTooLarge: 413,
     PredictInputError: 422,
+    NotAClassifier: 422,  # predict on a sequence labeling job
     TooManyInputs: 413,
     SweepError: 422,
     SweepNotFound: 404,
