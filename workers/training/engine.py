@@ -278,17 +278,29 @@ def run_epochs(
     return Run(state, resumed_from_epoch)
 
 
-def result_metrics(
+def finish_job(
     spec: JobSpec,
+    workdir: Path,
     run: Run,
+    model: nn.Module,
+    card: dict[str, Any],
     final: dict[str, Any],
     counts: list[int],
     weights: JobWeights,
     dev: torch.device,
-) -> dict[str, Any]:
-    """The job's metrics (DESIGN.md section 5) once the final evaluation is done."""
+) -> TrainingResult:
+    """Write the selected model with its card (the task's fields, then the spec, selection
+    and final metrics) and return the job's result (DESIGN.md section 5)."""
     state = run.state
-    return {
+    card = {
+        **card,
+        "spec": spec.model_dump(mode="json"),
+        "selected_epoch": state.best_epoch,
+        "select_by": spec.train.select_by,
+        "metrics": final,
+    }
+    save_model(workdir, model.state_dict(), card)
+    metrics = {
         "history": state.history,
         "final": final,
         "selected_epoch": state.best_epoch,
@@ -301,6 +313,7 @@ def result_metrics(
         "device": str(dev),
         "resumed_from_epoch": run.resumed_from_epoch,
     }
+    return TrainingResult(metrics=metrics, card=card)
 
 
 def train_job(
@@ -400,11 +413,5 @@ def train_job(
             "mean": model.normalize.mean.flatten().tolist(),
             "std": model.normalize.std.flatten().tolist(),
         },
-        "spec": spec.model_dump(mode="json"),
-        "selected_epoch": run.state.best_epoch,
-        "select_by": train.select_by,
-        "metrics": final,
     }
-    save_model(workdir, model.state_dict(), card)
-    metrics = result_metrics(spec, run, final, counts, weights, dev)
-    return TrainingResult(metrics=metrics, card=card)
+    return finish_job(spec, workdir, run, model, card, final, counts, weights, dev)

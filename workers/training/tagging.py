@@ -27,12 +27,11 @@ from torch import Tensor
 from service.sequence_data import Sentences, SequenceSplits, plan_sequence_splits
 from service.spec import JobSpec
 from service.weights import job_weights
-from workers.training.checkpoint import save_model
 from workers.training.engine import (
     Progress,
     Trainer,
     TrainingResult,
-    result_metrics,
+    finish_job,
     run_epochs,
 )
 from workers.training.losses import Loss, build_loss
@@ -193,11 +192,5 @@ def train_tagger(
         "model_kwargs": _model_kwargs(spec, splits),
         "class_names": splits.class_names,
         "input": INPUT_DESCRIPTION,
-        "spec": spec.model_dump(mode="json"),
-        "selected_epoch": run.state.best_epoch,
-        "select_by": train.select_by,
-        "metrics": final,
     }
-    save_model(workdir, model.state_dict(), card)
-    metrics = result_metrics(spec, run, final, counts, weights, dev)
-    return TrainingResult(metrics=metrics, card=card)
+    return finish_job(spec, workdir, run, model, card, final, counts, weights, dev)
