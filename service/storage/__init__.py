@@ -20,13 +20,14 @@ def storage_for(settings: Settings) -> Storage:
         return LocalStorage(settings.resolved_storage_dir)
     assert settings.s3_bucket is not None  # Settings refuses s3 without a bucket
     secret = settings.s3_secret_access_key
+    # An empty value (a compose file's unset ${VAR:-}) means unset: boto3's defaults.
     return _s3(
         settings.s3_bucket,
         settings.s3_prefix,
-        settings.s3_endpoint_url,
-        settings.s3_region,
-        settings.s3_access_key_id,
-        None if secret is None else secret.get_secret_value(),
+        settings.s3_endpoint_url or None,
+        settings.s3_region or None,
+        settings.s3_access_key_id or None,
+        (secret.get_secret_value() if secret else None) or None,
     )
 
 
