@@ -302,3 +302,20 @@ def test_invalid_sequence_upload_is_422_naming_the_array(
     response = upload(http, arrays)
     assert response.status_code == 422, response.text
     assert expected in response.json()["detail"]
+
+
+def test_an_uploads_per_step_weights_are_used_from_the_dataset(
+    shared: tuple[httpx.Client, str],
+) -> None:
+    http, without_weights = shared
+    # RARE words weigh 4, every other word 1; padding steps 7, which must count for nothing.
+    weights = np.where(ARRAYS["y_train"] == 6, 4.0, 1.0)
+    weights[ARRAYS["x_train"] == 0] = 7.0
+    uploaded = upload(http, {**ARRAYS, "sample_weight": weights})
+    assert uploaded.json()["has_sample_weight"] is True
+    body = spec(uploaded.json()["id"], sample_weight="from_dataset")
+    report = http.post("/v1/jobs/validate", json=body).json()
+    assert report["class_weight"] == [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 4.0]
+    plain = spec(uploaded.json()["id"])
+    assert "has none" in refusal(http, spec(without_weights, sample_weight="from_dataset"))
+    assert http.post("/v1/jobs/validate", json=plain).json()["class_weight"] == [1.0] * 7
