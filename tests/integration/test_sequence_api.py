@@ -290,6 +290,14 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         "x_test row 19 is all padding (0)",
     ),
     "unknown array": (_with(lengths=np.ones(N_TRAIN)), "lengths: not an array a sequence upload"),
+    "pickled tag names": (
+        _with(tag_names=np.array(TAG_NAMES, dtype=object)),
+        "tag_names: the file holds pickled objects",
+    ),
+    "pickled tags": (
+        _with(y_train=ARRAYS["y_train"].astype(object)),
+        "y_train: the file holds pickled objects",
+    ),
 }
 
 
