@@ -1,0 +1,33 @@
+"""The chaos run of bench/chaos.py in short: real workers SIGKILLed while they train,
+the API and the database restarted, and still every job succeeds exactly once."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bench.chaos import run_chaos
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "workers", "jobs"), [("postgres", 3, 6), ("sqlite", 2, 5)])
+def test_no_job_is_lost_or_run_twice_under_kills_and_restarts(
+    backend: str, workers: int, jobs: int
+) -> None:
+    random.seed(0)
+    report = run_chaos(
+        backend, workers=workers, jobs=jobs, epochs=2, kill_every=(2.0, 4.0), timeout=170
+    )
+    figures = str(report)
+    assert (report.succeeded, report.lost, report.duplicates) == (jobs, 0, 0), figures
+    assert report.incomplete_history == 0 and report.api_mismatches == 0, figures
+    assert report.worker_exits == 0, figures  # no worker died of a restart
+    assert report.api_restarts == 1, figures
+    assert report.database_restarts == (1 if backend == "postgres" else 0), figures
+    assert report.kills >= 3, figures
+    # Each kill cost the job it hit an attempt: the kills landed on running jobs.
+    assert report.attempts >= jobs + report.kills, figures
+    # Jobs that lost their worker after an epoch went on from the checkpoint.
+    assert report.killed_after_checkpoint >= 1, figures
+    assert report.resumed_from_checkpoint == report.killed_after_checkpoint, figures
