@@ -29,7 +29,7 @@ from service.dataset_arrays import DatasetError, Floats, Labels, Rows
 from service.datasets import checked_sample_weight, given_sample_weight
 from service.settings import get_settings
 from service.spec import JobSpec
-from service.uploads import _ID, upload_path
+from service.uploads import UPLOAD_ID, upload_path
 
 Ids = npt.NDArray[np.int64]
 VALIDATION_SEED = (0, 2)  # the seed and stream of classification's validation split
@@ -146,7 +146,7 @@ def _decode(home: Path, dataset_id: str) -> SequenceUpload:
 
 def load_sequence_upload(home: Path, dataset_id: str) -> SequenceUpload:
     """An uploaded sequence dataset, decoded once per process (uploads never change)."""
-    if not _ID.fullmatch(dataset_id) or not upload_path(home, dataset_id).is_file():
+    if not UPLOAD_ID.fullmatch(dataset_id) or not upload_path(home, dataset_id).is_file():
         raise DatasetError(
             f"dataset.id: no uploaded dataset {dataset_id!r}; upload one with POST /v1/datasets "
             "and use the id it returns"

@@ -12,7 +12,7 @@ when it holds an array only sequences have (chars_train, chars_test, tag_names):
 - sample_weight: optional, (N,) one weight per sentence or (N, T) one per step.
 - tag_names: optional 1-D strings, one per tag; else k is the largest tag + 1.
 
-The same rules as every upload hold (service.uploads): opened without unpickling,
+The same rules as every upload hold (service.npz_archive): opened without unpickling,
 headers checked before any data is read, sizes capped.
 """
 
@@ -21,15 +21,15 @@ from __future__ import annotations
 import numpy as np
 
 from service.db.models import DatasetKind
-from service.uploads import (
-    UploadSummary,
-    UploadTooLarge,
-    _check_class_names,
-    _Header,
-    _header,
-    _invalid,
-    _read,
+from service.npz_archive import (
+    ArrayHeader,
+    check_decompressed_size,
+    check_names,
+    invalid,
+    read_array,
+    read_header,
 )
+from service.uploads import UploadSummary
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL = ("chars_train", "chars_test", "sample_weight", "tag_names")
@@ -44,46 +44,41 @@ def is_sequence_upload(archive: np.lib.npyio.NpzFile) -> bool:
     """Whether the archive is meant as sequences (see the module docstring)."""
     if any(key in archive.files for key in ONLY_SEQUENCES):
         return True
-    return "y_train" in archive.files and len(_header(archive, "y_train").shape) == 2
+    return "y_train" in archive.files and len(read_header(archive, "y_train").shape) == 2
 
 
 def inspect_sequences(archive: np.lib.npyio.NpzFile, max_array_bytes: int) -> UploadSummary:
     """Check a sequence upload; raises DatasetError naming the array and its shape, or
     UploadTooLarge if the arrays would expand past `max_array_bytes`."""
     keys = _keys(archive)
-    headers = {key: _header(archive, key) for key in keys}
+    headers = {key: read_header(archive, key) for key in keys}
     _check_shapes(headers)
-    total = sum(h.dtype.itemsize * int(np.prod(h.shape)) for h in headers.values())
-    if total > max_array_bytes:
-        raise UploadTooLarge(
-            f"the arrays take {total} bytes once decompressed; the limit is "
-            f"{max_array_bytes} bytes (COUNTERWEIGHT_MAX_UPLOAD_ARRAY_BYTES)"
-        )
+    check_decompressed_size(headers, max_array_bytes)
     tag_names = None
     if "tag_names" in headers:
         names = headers["tag_names"]
         if len(names.shape) != 1 or names.dtype.kind != "U":
-            raise _invalid(
+            raise invalid(
                 f"tag_names has shape {names.shape} and dtype {names.dtype}; expected a 1-D "
                 "array of strings, one per tag, e.g. numpy.array(['O', 'B-PER', 'I-PER'])"
             )
-        tag_names = _check_class_names(_read(archive, "tag_names"))
+        tag_names = check_names(read_array(archive, "tag_names"), "tag_names", "tag")
         if len(tag_names) > MAX_TAGS:
-            raise _invalid(f"tag_names has {len(tag_names)} names; at most {MAX_TAGS} tags")
+            raise invalid(f"tag_names has {len(tag_names)} names; at most {MAX_TAGS} tags")
     tags = {}
     for split in ("train", "test"):
-        words = _read(archive, f"x_{split}")
+        words = read_array(archive, f"x_{split}")
         _check_words(f"x_{split}", words)
         if f"chars_{split}" in headers:
-            _check_ids(f"chars_{split}", _read(archive, f"chars_{split}"), MAX_CHAR_ID)
-        tags[split] = np.ma.masked_array(_read(archive, f"y_{split}"), mask=words == 0)
+            _check_ids(f"chars_{split}", read_array(archive, f"chars_{split}"), MAX_CHAR_ID)
+        tags[split] = np.ma.masked_array(read_array(archive, f"y_{split}"), mask=words == 0)
     k = _num_tags(tags, tag_names)
     if "sample_weight" in headers:
-        weights = _read(archive, "sample_weight")
+        weights = read_array(archive, "sample_weight")
         bad = ~np.isfinite(weights) | (weights < 0)
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise _invalid(
+            raise invalid(
                 f"sample_weight has {int(bad.sum())} negative or non-finite values, the first "
                 f"at {list(first)}; weights must be finite and >= 0"
             )
@@ -104,61 +99,61 @@ def _keys(archive: np.lib.npyio.NpzFile) -> list[str]:
     keys = list(archive.files)
     unknown = sorted(set(keys) - set(REQUIRED) - set(OPTIONAL))
     if unknown:
-        raise _invalid(
+        raise invalid(
             f"{unknown[0]}: not an array a sequence upload may hold; expected "
             f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
         )
     missing = [key for key in REQUIRED if key not in keys]
     if missing:
-        raise _invalid(
+        raise invalid(
             f"{missing[0]}: missing from the .npz (it holds {sorted(keys)}); sequences need "
             f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
         )
     if ("chars_train" in keys) != ("chars_test" in keys):
         given, absent = ("chars_train", "chars_test")[:: 1 if "chars_train" in keys else -1]
-        raise _invalid(f"{absent}: missing; {given} is given, so the model reads characters")
+        raise invalid(f"{absent}: missing; {given} is given, so the model reads characters")
     return keys
 
 
-def _check_shapes(headers: dict[str, _Header]) -> None:
+def _check_shapes(headers: dict[str, ArrayHeader]) -> None:
     """Shapes and dtypes, from the headers alone: cheap, before any data is read."""
     for split in ("train", "test"):
         x, y = headers[f"x_{split}"], headers[f"y_{split}"]
         if len(x.shape) != 2 or 0 in x.shape:
-            raise _invalid(
+            raise invalid(
                 f"x_{split} has shape {x.shape}; sequences need word ids of shape (N, T), "
                 "0 = padding"
             )
         if y.shape != x.shape:
-            raise _invalid(
+            raise invalid(
                 f"y_{split} has shape {y.shape} but x_{split} has {x.shape}; each word needs "
                 "a tag: the shapes must be equal"
             )
         for name in (f"x_{split}", f"y_{split}", f"chars_{split}"):
             if name in headers and headers[name].dtype.kind not in "iu":
-                raise _invalid(f"{name} has dtype {headers[name].dtype}; expected integer ids")
+                raise invalid(f"{name} has dtype {headers[name].dtype}; expected integer ids")
         chars = headers.get(f"chars_{split}")
         if chars is not None and (len(chars.shape) != 3 or chars.shape[:2] != x.shape):
-            raise _invalid(
+            raise invalid(
                 f"chars_{split} has shape {chars.shape}; expected (N, T, C) = "
                 f"({x.shape[0]}, {x.shape[1]}, C): the character ids of each word of x_{split}"
             )
     if "sample_weight" in headers:
         weights, (n, t) = headers["sample_weight"], headers["x_train"].shape
         if weights.shape not in ((n,), (n, t)):
-            raise _invalid(
+            raise invalid(
                 f"sample_weight has shape {weights.shape}; accepted: ({n},), one weight per "
                 f"sentence of x_train, or ({n}, {t}), one per step"
             )
         if weights.dtype.kind not in "iuf":
-            raise _invalid(f"sample_weight has dtype {weights.dtype}; expected numbers")
+            raise invalid(f"sample_weight has dtype {weights.dtype}; expected numbers")
 
 
 def _check_ids(name: str, ids: np.ndarray, largest: int) -> None:
     bad = np.argwhere((ids < 0) | (ids > largest))
     if bad.size:
         where = tuple(int(i) for i in bad[0])
-        raise _invalid(
+        raise invalid(
             f"{name} has id {int(ids[where])} at {list(where)}; ids must be 0..{largest} "
             "(0 = padding)"
         )
@@ -169,14 +164,12 @@ def _check_words(name: str, words: np.ndarray) -> None:
     real = words != 0
     empty = np.flatnonzero(~real.any(axis=1))
     if empty.size:
-        raise _invalid(
-            f"{name} row {int(empty[0])} is all padding (0); every sentence needs a word"
-        )
+        raise invalid(f"{name} row {int(empty[0])} is all padding (0); every sentence needs a word")
     # Words after padding: the padding is inside the sentence, not after it.
     gaps = np.argwhere(~real[:, :-1] & real[:, 1:])
     if gaps.size:
         row, step = (int(i) for i in gaps[0])
-        raise _invalid(
+        raise invalid(
             f"{name} row {row} has padding (0) at step {step} and a word after it; padding "
             "must come after a sentence's words (give unknown words an id of their own)"
         )
@@ -191,12 +184,12 @@ def _num_tags(tags: dict[str, np.ma.MaskedArray], tag_names: list[str] | None) -
         k = min(max(int(y.max()) for y in tags.values()) + 1, MAX_TAGS)
         source = f"without tag_names, k is the largest tag + 1, at most {MAX_TAGS}"
         if k < 2:
-            raise _invalid("y_train: only one tag (0) in the data; tagging needs 2 or more")
+            raise invalid("y_train: only one tag (0) in the data; tagging needs 2 or more")
     for split, y in tags.items():
         bad = np.argwhere(np.ma.filled((y < 0) | (y >= k), False))
         if bad.size:
             row, step = (int(i) for i in bad[0])
-            raise _invalid(
+            raise invalid(
                 f"y_{split} has tag {int(y[row, step])} at row {row}, step {step}; tags must "
                 f"be 0..{k - 1} ({source})"
             )

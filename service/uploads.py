@@ -1,10 +1,8 @@
 """Uploaded datasets: check an `.npz`, store it under <home>/datasets, read it back.
 
-An upload is untrusted bytes. It is opened only with `np.load(allow_pickle=False)`,
-and each array's `.npy` header (dtype and shape) is read before its data, so an
-object array (which would need unpickling) or a shape that would expand past the
-cap is refused before anything is unpickled or allocated. Files are named by the
-server (`<id>.npz`); the client's filename is kept for display only.
+An upload is untrusted bytes, read only through service.npz_archive (no unpickling,
+headers checked before data). Files are named by the server (`<id>.npz`); the
+client's filename is kept for display only.
 """
 
 from __future__ import annotations
@@ -13,19 +11,27 @@ import os
 import re
 import tempfile
 import uuid
-import zipfile
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import DEFAULT_TENANT, Dataset, DatasetKind
+from service.npz_archive import (
+    MAX_CLASSES,
+    ArrayHeader,
+    check_decompressed_size,
+    check_names,
+    invalid,
+    open_npz,
+    read_array,
+    read_header,
+)
 from service.storage import Storage
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
@@ -34,32 +40,15 @@ LAYOUTS = (
     "(N, D) float features, or (N, H, W) or (N, C, H, W) images with C = 1 or 3, "
     "uint8 0..255 or float in [0, 1]"
 )
-PICKLED = "the file holds pickled objects; only plain numeric arrays are accepted"
-# Without class_names, k is the largest label + 1: a stray huge label must not make k huge.
-MAX_CLASSES = 10_000
-# Errors that reading a damaged or truncated zip member can raise.
-_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
-_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def _invalid(message: str) -> Exception:
-    """A service.datasets.DatasetError (HTTP 422 with this message). Imported on use:
-    service.datasets imports this module to load uploads."""
-    from service.datasets import DatasetError
-
-    return DatasetError(message)
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def missing_upload(dataset_id: str) -> Exception:
     """What a job naming an upload that is not there, or not the caller's, gets (422)."""
-    return _invalid(
+    return invalid(
         f"dataset.id: no uploaded dataset {dataset_id!r}; upload one with POST /v1/datasets "
         "and use the id it returns"
     )
-
-
-class UploadTooLarge(Exception):
-    """The upload, or its arrays once decompressed, exceed a configured cap (HTTP 413)."""
 
 
 class DatasetNotFound(LookupError):
@@ -91,12 +80,6 @@ class UploadSummary:
     has_sample_weight: bool
 
 
-@dataclass(frozen=True)
-class _Header:
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-
-
 def uploads_dir(home: Path) -> Path:
     return home / "datasets"
 
@@ -125,28 +108,23 @@ def inspect_npz(path: Path, max_array_bytes: int) -> UploadSummary:
     # Imported on use: service.sequence_uploads builds on this module's helpers.
     from service.sequence_uploads import inspect_sequences, is_sequence_upload
 
-    with _open(path) as archive:
+    with open_npz(path) as archive:
         if is_sequence_upload(archive):
             return inspect_sequences(archive, max_array_bytes)
-        headers = {key: _header(archive, key) for key in _keys(archive)}
+        headers = {key: read_header(archive, key) for key in _keys(archive)}
         kind = _check_layout(headers)
-        total = sum(h.dtype.itemsize * int(np.prod(h.shape)) for h in headers.values())
-        if total > max_array_bytes:
-            raise UploadTooLarge(
-                f"the arrays take {total} bytes once decompressed; the limit is "
-                f"{max_array_bytes} bytes (COUNTERWEIGHT_MAX_UPLOAD_ARRAY_BYTES)"
-            )
+        check_decompressed_size(headers, max_array_bytes)
         class_names = None
         if "class_names" in headers:
-            class_names = _check_class_names(_read(archive, "class_names"))
-        y_train, y_test = _read(archive, "y_train"), _read(archive, "y_test")
+            class_names = check_names(read_array(archive, "class_names"), "class_names", "class")
+        y_train, y_test = read_array(archive, "y_train"), read_array(archive, "y_test")
         k = _num_classes(y_train, y_test, class_names)
         # In range now, so int64 holds them (bincount refuses uint64).
         y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
         for name in ("x_train", "x_test"):
-            _check_inputs(name, _read(archive, name), kind)
+            _check_inputs(name, read_array(archive, name), kind)
         if "sample_weight" in headers:
-            _check_sample_weight(_read(archive, "sample_weight"))
+            _check_sample_weight(read_array(archive, "sample_weight"))
     return UploadSummary(
         kind=kind,
         shapes={key: list(header.shape) for key, header in headers.items()},
@@ -160,143 +138,78 @@ def inspect_npz(path: Path, max_array_bytes: int) -> UploadSummary:
     )
 
 
-@contextmanager
-def _open(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
-    # The file is opened here, not by np.load: np.load leaks its handle when the zip is bad.
-    with path.open("rb") as file:
-        magic = file.read(6)
-        file.seek(0)
-        if magic.startswith(b"\x93NUMPY"):
-            raise _invalid("file: this is a single .npy array; send an .npz (numpy.savez)")
-        if magic.startswith(b"\x80"):  # the pickle protocol 2+ opcode
-            raise _invalid(f"file: {PICKLED}")
-        if not magic.startswith(b"PK"):
-            raise _invalid("file: not an .npz archive (numpy.savez writes one)")
-        try:
-            archive = np.load(file, allow_pickle=False)
-        except _UNREADABLE as exc:
-            raise _invalid(f"file: the .npz archive is corrupted or truncated ({exc})") from exc
-        assert isinstance(archive, np.lib.npyio.NpzFile)  # a zip always loads as one
-        with archive:
-            yield archive
-
-
 def _keys(archive: np.lib.npyio.NpzFile) -> list[str]:
     keys = list(archive.files)
     unknown = sorted(set(keys) - set(REQUIRED) - set(OPTIONAL))
     if unknown:
-        raise _invalid(
+        raise invalid(
             f"{unknown[0]}: not an array this service reads; the .npz may hold only "
             + ", ".join(REQUIRED + OPTIONAL)
         )
     missing = [key for key in REQUIRED if key not in keys]
     if missing:
-        raise _invalid(
+        raise invalid(
             f"{missing[0]}: missing from the .npz (it holds {sorted(keys)}); expected "
             f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
         )
     return keys
 
 
-def _header(archive: np.lib.npyio.NpzFile, key: str) -> _Header:
-    """The dtype and shape of one array, read without reading (or unpickling) its data."""
-    assert archive.zip is not None  # set while the archive is open
-    try:
-        with archive.zip.open(f"{key}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
-                raise ValueError(f".npy format version {version} is not supported")
-    except KeyError as exc:
-        raise _invalid(f"{key}: not a .npy array inside the .npz") from exc
-    except _UNREADABLE as exc:
-        raise _invalid(f"{key}: cannot be read, the file is corrupted ({exc})") from exc
-    if dtype.hasobject:
-        raise _invalid(f"{key}: {PICKLED}")
-    if dtype.names is not None:
-        raise _invalid(f"{key} has a structured dtype {dtype}; expected plain numbers")
-    return _Header(tuple(int(d) for d in shape), dtype)
-
-
-def _read(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
-    try:
-        array: np.ndarray = archive[key]
-    except _UNREADABLE as exc:
-        raise _invalid(
-            f"{key}: cannot be read, the file is corrupted or truncated ({exc})"
-        ) from exc
-    return array
-
-
-def _check_layout(headers: dict[str, _Header]) -> DatasetKind:
+def _check_layout(headers: dict[str, ArrayHeader]) -> DatasetKind:
     """Shapes and dtypes, from the headers alone: cheap, before any data is read."""
     for split in ("train", "test"):
         x, y = headers[f"x_{split}"], headers[f"y_{split}"]
         if len(y.shape) != 1:
-            raise _invalid(f"y_{split} has shape {y.shape}; expected class labels, (N,)")
+            raise invalid(f"y_{split} has shape {y.shape}; expected class labels, (N,)")
         if y.dtype.kind not in "iu":
-            raise _invalid(f"y_{split} has dtype {y.dtype}; expected integer labels 0..k-1")
+            raise invalid(f"y_{split} has dtype {y.dtype}; expected integer labels 0..k-1")
         if len(x.shape) not in (2, 3, 4):
-            raise _invalid(f"x_{split} has shape {x.shape}; expected {LAYOUTS}")
+            raise invalid(f"x_{split} has shape {x.shape}; expected {LAYOUTS}")
         if x.shape[0] != y.shape[0]:
-            raise _invalid(f"y_{split} has {y.shape[0]} labels but x_{split} has {x.shape[0]} rows")
+            raise invalid(f"y_{split} has {y.shape[0]} labels but x_{split} has {x.shape[0]} rows")
         if 0 in x.shape:
-            raise _invalid(f"x_{split} has shape {x.shape}; it needs samples, none of them empty")
+            raise invalid(f"x_{split} has shape {x.shape}; it needs samples, none of them empty")
     x_train, x_test = headers["x_train"], headers["x_test"]
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise _invalid(
+        raise invalid(
             f"x_test has samples of shape {x_test.shape[1:]} but x_train has "
             f"{x_train.shape[1:]}; both splits must share one layout"
         )
     if x_train.dtype.kind != x_test.dtype.kind:
-        raise _invalid(
+        raise invalid(
             f"x_test has dtype {x_test.dtype} but x_train has {x_train.dtype}; "
             "both splits must use the same encoding"
         )
     kind = DatasetKind.features if len(x_train.shape) == 2 else DatasetKind.images
     if kind is DatasetKind.features and x_train.dtype.kind != "f":
-        raise _invalid(f"x_train has dtype {x_train.dtype}; features (N, D) must be float")
+        raise invalid(f"x_train has dtype {x_train.dtype}; features (N, D) must be float")
     if kind is DatasetKind.images and x_train.dtype != np.uint8 and x_train.dtype.kind != "f":
-        raise _invalid(
+        raise invalid(
             f"x_train has dtype {x_train.dtype}; images must be uint8 (0..255) or float in [0, 1]"
         )
     if len(x_train.shape) == 4 and x_train.shape[1] not in (1, 3):
         hint = "; it looks channel-last: transpose it" if x_train.shape[3] in (1, 3) else ""
-        raise _invalid(
+        raise invalid(
             f"x_train has shape {x_train.shape}: images (N, C, H, W) must be channel-first "
             f"with C = 1 or 3{hint}"
         )
     if "sample_weight" in headers:
         weights, rows = headers["sample_weight"], x_train.shape[0]
         if weights.shape != (rows,):
-            raise _invalid(
+            raise invalid(
                 f"sample_weight has shape {weights.shape}; x_train has {rows} rows, "
                 f"so it must have shape ({rows},)"
             )
         if weights.dtype.kind not in "iuf":
-            raise _invalid(f"sample_weight has dtype {weights.dtype}; expected numbers")
+            raise invalid(f"sample_weight has dtype {weights.dtype}; expected numbers")
     if "class_names" in headers:
         names = headers["class_names"]
         if len(names.shape) != 1 or names.dtype.kind != "U":
-            raise _invalid(
+            raise invalid(
                 f"class_names has shape {names.shape} and dtype {names.dtype}; expected a 1-D "
                 "array of strings, one per class, e.g. numpy.array(['cat', 'dog'])"
             )
     return kind
-
-
-def _check_class_names(array: np.ndarray) -> list[str]:
-    names = [str(name) for name in array]
-    distinct = len(set(names) - {""})
-    if distinct != len(names) or not 2 <= distinct <= MAX_CLASSES:
-        raise _invalid(
-            f"class_names has {len(names)} names; expected one distinct, non-empty name "
-            f"per class, 2 to {MAX_CLASSES} classes"
-        )
-    return names
 
 
 def _num_classes(y_train: np.ndarray, y_test: np.ndarray, class_names: list[str] | None) -> int:
@@ -307,14 +220,12 @@ def _num_classes(y_train: np.ndarray, y_test: np.ndarray, class_names: list[str]
         k = min(int(max(y_train.max(), y_test.max())) + 1, MAX_CLASSES)
         source = f"without class_names, k is the largest label + 1, at most {MAX_CLASSES}"
         if k < 2:
-            raise _invalid(
-                "y_train: only one class (0) in the data; classification needs 2 or more"
-            )
+            raise invalid("y_train: only one class (0) in the data; classification needs 2 or more")
     for name, y in (("y_train", y_train), ("y_test", y_test)):
         bad = np.flatnonzero((y < 0) | (y >= k))
         if bad.size:
             row = int(bad[0])
-            raise _invalid(
+            raise invalid(
                 f"{name} has label {int(y[row])} at row {row}; labels must be 0..{k - 1} ({source})"
             )
     return k
@@ -325,14 +236,14 @@ def _check_inputs(name: str, x: np.ndarray, kind: DatasetKind) -> None:
         return  # uint8 images: every value is a valid pixel
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
-        raise _invalid(
+        raise invalid(
             f"{name} has {int(bad.sum())} rows with NaN or infinite values, the first is "
             f"row {int(np.argmax(bad))}; all values must be finite"
         )
     if kind is DatasetKind.images:
         low, high = float(x.min()), float(x.max())
         if low < 0 or high > 1:
-            raise _invalid(
+            raise invalid(
                 f"{name} holds float images with values from {low:g} to {high:g}; float "
                 "images must be in [0, 1] (or send uint8 0..255)"
             )
@@ -341,7 +252,7 @@ def _check_inputs(name: str, x: np.ndarray, kind: DatasetKind) -> None:
 def _check_sample_weight(weights: np.ndarray) -> None:
     bad = ~np.isfinite(weights) | (weights < 0)
     if bad.any():
-        raise _invalid(
+        raise invalid(
             f"sample_weight has {int(bad.sum())} negative or non-finite values, the first at "
             f"row {int(np.argmax(bad))}; weights must be finite and >= 0"
         )
@@ -419,7 +330,7 @@ def load_upload_arrays(home: Path, dataset_id: str) -> UploadArrays:
     Raises DatasetError if there is no such upload."""
     # Only ids this service made name a file: nothing a client sends can reach elsewhere.
     path = upload_path(home, dataset_id)
-    if not _ID.fullmatch(dataset_id) or not path.is_file():
+    if not UPLOAD_ID.fullmatch(dataset_id) or not path.is_file():
         raise missing_upload(dataset_id)
     with np.load(path, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}

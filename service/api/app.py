@@ -29,12 +29,13 @@ from service.datasets import DatasetError
 from service.db.engine import make_engine, make_session_factory, upgrade
 from service.inference import PredictInputError, TooManyInputs
 from service.limits import BodySizeLimit, LimitExceeded, QueueFull
+from service.npz_archive import UploadTooLarge
 from service.queue.errors import IdempotencyConflict, JobNotFound, JobStateConflict
 from service.queue.inspect import BadCursor
 from service.settings import Settings, get_settings
 from service.storage import StorageError
 from service.sweeps import SweepError, SweepNotFound
-from service.uploads import DatasetNotFound, UploadTooLarge
+from service.uploads import DatasetNotFound
 from workers.training.models import NotAClassifier
 
 ERROR_STATUS: dict[type[Exception], int] = {

@@ -26,11 +26,11 @@ from service.dataset_sources import TORCHVISION_LAYOUTS, expected_files
 from service.datasets import DatasetError
 from service.db.engine import transaction
 from service.db.models import Dataset, DatasetKind
+from service.npz_archive import UploadTooLarge
 from service.settings import Settings
 from service.storage import storage_for
 from service.uploads import (
     DatasetNotFound,
-    UploadTooLarge,
     add_dataset,
     get_dataset,
     inspect_npz,
