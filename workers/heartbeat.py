@@ -48,7 +48,7 @@ class Heartbeat(threading.Thread):
         self.lease_lost = threading.Event()
 
     def set_progress(self, progress: dict[str, Any]) -> None:
-        """Take a report (workers.training.engine.Progress as a dict) for the next beat."""
+        """Take a report (workers.training.loop.Progress as a dict) for the next beat."""
         progress = dict(progress)
         row = progress.pop("history_row", None)
         with self._lock:

@@ -53,7 +53,8 @@ from workers.heartbeat import Heartbeat, Presence
 from workers.logs import job_logging
 from workers.plots import render_plots
 from workers.training.checkpoint import mirrored
-from workers.training.engine import Progress, TrainingResult, train_job
+from workers.training.engine import train_job
+from workers.training.loop import Progress, TrainingResult
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import torch
 
 from service.spec import JobSpec
 from workers.training.checkpoint import load_model
-from workers.training.engine import TrainingResult, train_job
+from workers.training.engine import train_job
+from workers.training.loop import TrainingResult
 
 pytestmark = [
     pytest.mark.gpu,

@@ -14,7 +14,7 @@ from service.fit import augment_enabled
 from service.spec import JobSpec
 from tests.unit.test_engine import run as run_job
 from workers.training.augment import augment_batch, batch_generator, crop_and_flip
-from workers.training.engine import TrainingResult
+from workers.training.loop import TrainingResult
 
 
 def images(n: int = 4, c: int = 3, h: int = 32, w: int = 32) -> torch.Tensor:

@@ -16,7 +16,8 @@ from service.artifacts import MODEL as MODEL_FILE
 from service.datasets import load_splits
 from service.spec import JobSpec
 from workers.training.checkpoint import load_model
-from workers.training.engine import Progress, TrainingResult, train_job
+from workers.training.engine import train_job
+from workers.training.loop import Progress, TrainingResult
 from workers.training.models import model_from_card
 
 EPOCHS = 4

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from service.spec import JobSpec
-from workers.training.engine import TrainingResult, train_job
+from workers.training.engine import train_job
+from workers.training.loop import TrainingResult
 from workers.training.sampling import epoch_indices, epoch_length
 
 COUNTS = (900, 90, 10)

@@ -1,6 +1,6 @@
 """Files a job writes to its workdir, each written atomically.
 
-- checkpoint.pt: everything needed to resume (see engine.TrainState); plain
+- checkpoint.pt: everything needed to resume (see loop.TrainState); plain
   tensors and containers only, so it loads with `weights_only=True`.
 - model.safetensors: the selected model's state dict.
 - card.json: how to rebuild and use that model (models.model_from_card).

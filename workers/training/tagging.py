@@ -1,7 +1,7 @@
 """Train a sequence labeling job: one tag per word, padding never counted.
 
-The epoch loop, checkpoints, resume and model selection are the engine's
-(workers.training.engine.run_epochs); this module supplies the sentences, the
+The epoch loop, checkpoints, resume and model selection are the shared loop's
+(workers.training.loop.run_epochs); this module supplies the sentences, the
 bilstm_tagger and the per-word loss and metrics. The whole data set lives on the
 device as (n, T) tensors, and a batch is its sentences cut to the longest of them.
 
@@ -27,13 +27,7 @@ from torch import Tensor
 from service.sequence_data import Sentences, SequenceSplits, plan_sequence_splits
 from service.spec import JobSpec
 from service.weights import job_weights
-from workers.training.engine import (
-    Progress,
-    Trainer,
-    TrainingResult,
-    finish_job,
-    run_epochs,
-)
+from workers.training.loop import Progress, Trainer, TrainingResult, finish_job, run_epochs
 from workers.training.losses import Loss, build_loss
 from workers.training.metrics import evaluate_tokens
 from workers.training.models import BiLSTMTagger, tagger_kwargs
