@@ -17,7 +17,7 @@ def test_no_job_is_lost_or_run_twice_under_kills_and_restarts(
 ) -> None:
     random.seed(0)
     report = run_chaos(
-        backend, workers=workers, jobs=jobs, epochs=2, kill_every=(2.0, 4.0), timeout=170
+        backend, workers=workers, jobs=jobs, epochs=3, kill_every=(1.5, 3.0), timeout=170
     )
     figures = str(report)
     assert (report.succeeded, report.lost, report.duplicates) == (jobs, 0, 0), figures
