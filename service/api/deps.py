@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import OPEN, KeyCache, Principal, hash_key, keys_exist, lookup
-from service.db.engine import transaction
+from service.db.engine import read_only
 from service.settings import Settings
 
 V1_PREFIX = "/v1"
@@ -47,7 +47,7 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def _read_keys(sessions: sessionmaker[Session], key: str | None) -> tuple[bool, Principal | None]:
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         exist = keys_exist(session)
         return exist, (lookup(session, key) if exist and key else None)
 

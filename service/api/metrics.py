@@ -33,6 +33,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db.clock import db_now
+from service.db.engine import read_only
 from service.db.models import Job, JobStatus, WorkerRecord
 
 router = APIRouter(tags=["health"])
@@ -99,7 +100,7 @@ class DatabaseCollector(Collector):
             "counterweight_database_up", "Whether the last scrape could read the database."
         )
         try:
-            with self._sessions() as session:
+            with read_only(self._sessions) as session:
                 metrics = [*self._jobs(session), *self._workers(session)]
         except SQLAlchemyError:
             up.add_metric([], 0)

@@ -24,7 +24,7 @@ from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
 from service.api.schemas import as_utc
 from service.dataset_sources import TORCHVISION_LAYOUTS, expected_files
 from service.datasets import DatasetError
-from service.db.engine import transaction
+from service.db.engine import read_only, transaction
 from service.db.models import Dataset, DatasetKind
 from service.npz_archive import UploadTooLarge
 from service.settings import Settings
@@ -317,7 +317,7 @@ async def upload_dataset(
 def list_all(sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep) -> DatasetPage:
     """The built-in datasets with whether their files are present, then uploads, newest
     first. Not paged: next_cursor is always null."""
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         uploads = [UploadedDatasetOut.of(row) for row in list_datasets(session, principal.scope)]
     return DatasetPage(data=[*_builtins(settings.resolved_data_root), *uploads])
 
@@ -331,7 +331,7 @@ def read_dataset(
     for builtin in _builtins(settings.resolved_data_root):
         if builtin.id == dataset_id:
             return builtin
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         try:
             return UploadedDatasetOut.of(get_dataset(session, dataset_id, principal.scope))
         except DatasetNotFound:

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.deps import PrincipalDep
-from service.db.engine import dumps_json, transaction
+from service.db.engine import dumps_json, read_only
 from service.db.models import JobEvent
 from service.queue.events import events_after, events_since_id, is_terminal, newest_event_id
 from service.queue.inspect import get_job
@@ -117,12 +117,12 @@ class EventHub:
             self._deliver(rows)
 
     def _query_start(self) -> int:
-        with transaction(self._sessions) as session:
+        with read_only(self._sessions) as session:
             return newest_event_id(session)
 
     def _query_new(self) -> list[tuple[int, str, Event]]:
         self.polls += 1
-        with transaction(self._sessions) as session:
+        with read_only(self._sessions) as session:
             rows = events_since_id(session, self._low, BATCH)
             return [(row.id, row.job_id, Event.of(row)) for row in rows]
 
@@ -160,7 +160,7 @@ async def _replay(
     def query() -> tuple[list[Event], bool]:
         events: list[Event] = []
         seq = after
-        with transaction(sessions) as session:
+        with read_only(sessions) as session:
             # The status read in the same transaction as the events: an ended job's
             # terminal event is committed with its status, so it is in this replay.
             ended = get_job(session, job_id).status.is_terminal
@@ -234,7 +234,7 @@ async def job_events(
     sessions: sessionmaker[Session] = request.app.state.sessions
 
     def check() -> None:
-        with transaction(sessions) as session:
+        with read_only(sessions) as session:
             # JobNotFound -> 404 (also for another tenant's job), before the stream starts.
             get_job(session, job_id, principal.scope)
 

@@ -13,7 +13,7 @@ from service import artifacts, limits, plan
 from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
 from service.api.schemas import JobOut, JobPage, ValidationReport
 from service.auth import Principal
-from service.db.engine import transaction
+from service.db.engine import read_only, transaction
 from service.db.models import Job, JobStatus
 from service.queue.cancel import request_cancel
 from service.queue.enqueue import enqueue
@@ -50,7 +50,7 @@ def admit(
         max_inline_weights=settings.max_inline_weights,
     )
     if spec.dataset.id is not None:
-        with transaction(sessions) as session:
+        with read_only(sessions) as session:
             check_upload_usable(session, spec.dataset.id, principal.scope)
     resolved = plan.resolve(spec, settings.resolved_data_root, settings.home)
     if resolved.input_shape is not None:
@@ -117,7 +117,7 @@ def list_all(
     cursor: str | None = None,
 ) -> JobPage:
     """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         jobs, next_cursor = list_jobs(
             session, status=status, limit=limit, cursor=cursor, tenant=principal.scope
         )
@@ -126,7 +126,7 @@ def list_all(
 
 @router.get("/{job_id}", responses=ERRORS)
 def read_job(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> JobOut:
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         return JobOut.of(get_job(session, job_id, principal.scope))
 
 
@@ -141,7 +141,7 @@ def succeeded_job(
     sessions: sessionmaker[Session], principal: Principal, job_id: str, what: str
 ) -> Job:
     """The caller's job, if it has succeeded; else a conflict naming what they wanted."""
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         job = get_job(session, job_id, principal.scope)
     if job.status != JobStatus.succeeded:
         raise JobStateConflict(

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from service import sweeps
 from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
 from service.api.routes_jobs import admit
-from service.db.engine import transaction
+from service.db.engine import read_only, transaction
 from service.db.models import Job, Sweep
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
@@ -95,7 +95,7 @@ def submit_sweep(
 
 @router.get("/{sweep_id}", responses=ERRORS)
 def read_sweep(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> SweepOut:
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         sweep, jobs = sweeps.get_sweep(session, sweep_id, principal.scope)
     return SweepOut.of(sweep, jobs)
 
@@ -108,7 +108,7 @@ def read_sweep(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) ->
 def compare_plot(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> Response:
     """Each cell's mean test metrics with sample-std error bars, rendered from the jobs
     that have succeeded so far."""
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         sweep, jobs = sweeps.get_sweep(session, sweep_id, principal.scope)
     rows, _ = sweeps.table(sweep, jobs)
     return Response(content=_compare_png(rows), media_type="image/png")

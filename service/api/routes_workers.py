@@ -10,7 +10,7 @@ from pydantic import BaseModel, BeforeValidator
 
 from service.api.deps import SessionsDep, SettingsDep
 from service.api.schemas import as_utc
-from service.db.engine import transaction
+from service.db.engine import read_only
 from service.queue.workers import live_workers
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
@@ -37,6 +37,6 @@ class WorkerList(BaseModel):
 def list_workers(sessions: SessionsDep, settings: SettingsDep) -> WorkerList:
     """Workers that have not stopped and whose heartbeat is younger than the lease
     (COUNTERWEIGHT_LEASE_SECONDS); a killed worker drops out once that long silent."""
-    with transaction(sessions) as session:
+    with read_only(sessions) as session:
         workers = live_workers(session, stale_after_seconds=settings.lease_seconds)
         return WorkerList(data=[WorkerOut.model_validate(w, from_attributes=True) for w in workers])

@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Execution option marking a transaction that only reads (see read_only).
+READ_ONLY = "counterweight_read_only"
 
 
 def _finite(value: Any) -> Any:
@@ -70,7 +72,10 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 30_000) -> Engine:
         # IMMEDIATE takes the write lock up front. A deferred transaction that reads
         # and then writes can fail with SQLITE_BUSY without waiting; this one waits
         # its turn (busy_timeout), which is what makes the claim safe across processes.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only one never writes, so it needs no lock: in WAL mode it reads the
+        # last commit while a writer works, instead of queueing behind every writer.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -83,6 +88,16 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on error."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads (GET routes, status polls): on SQLite it takes no write lock,
+    so pollers neither wait for workers' writes nor for each other."""
+    with factory() as session, session.begin():
+        # The option must reach the connection before its BEGIN: ask for it first.
+        session.connection(execution_options={READ_ONLY: True})
         yield session
 
 

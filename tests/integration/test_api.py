@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from service.api.app import create_app
+from service.db.engine import make_engine
 from service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 from tests.databases import drop_postgres_database, new_postgres_database
@@ -176,3 +178,20 @@ def test_readyz_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
             assert httpx.get(f"{base}/healthz").status_code == 200
     finally:
         drop_postgres_database(url)
+
+
+def test_status_reads_do_not_wait_for_a_writer_on_sqlite(tmp_path: Path) -> None:
+    """A worker holding SQLite's write lock (a long commit, a claim) must not stall
+    clients polling status: reads take no lock, and see the last commit."""
+    settings = Settings(home=tmp_path, sqlite_busy_timeout_ms=3000)
+    with ThreadedUvicorn(create_app(settings)) as url, httpx.Client(base_url=url) as http:
+        job_id = http.post("/v1/jobs", json=DIGITS).json()["id"]
+        writer = make_engine(settings.resolved_database_url)
+        with writer.begin() as conn:  # BEGIN IMMEDIATE: the write lock, held
+            conn.execute(text("UPDATE jobs SET priority = 7 WHERE id = :id"), {"id": job_id})
+            read = http.get(f"/v1/jobs/{job_id}", timeout=10)
+            listed = http.get("/v1/jobs", timeout=10)
+        writer.dispose()
+        assert (read.status_code, read.json()["priority"]) == (200, 0)  # the last commit
+        assert listed.status_code == 200
+        assert http.get(f"/v1/jobs/{job_id}").json()["priority"] == 7
