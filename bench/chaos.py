@@ -3,9 +3,9 @@
 Submits short training jobs, then until all have ended: every few seconds
 SIGKILLs a worker that is running a job and starts a replacement at once
 (every other kill aims at a worker whose job has checkpointed an epoch, so that
-resuming is exercised for sure); restarts the API (SIGKILL, then a new process
-on the same port) once a third of the jobs have succeeded, and the database
-server once two thirds have.
+resuming is exercised for sure); once the first job has succeeded, restarts
+the database server and then the API (SIGKILL, then a new process on the same
+port), while most jobs still run.
 Postgres runs as a private server of this run (initdb in a temporary folder,
 on a free port), so that restarting it disturbs no one else's databases.
 
@@ -318,19 +318,21 @@ def _unleash(
     """Kill, restart and replace until every job has ended or the deadline passed."""
     next_kill = time.monotonic() + random.uniform(*kill_every)
     aim = True
-    # At a third and two thirds of the jobs done, but always before the last one.
-    api_at, database_at = max(1, jobs // 3), max(1, min(2 * jobs // 3, jobs - 1))
+    # The database once the first job has succeeded, the API at the next look after
+    # that (SQLite: at the first success): early, while jobs still run, because a
+    # restart scheduled for later may never come: the last jobs run side by side
+    # and can all end between two looks (or while the API restarts).
     while time.monotonic() < deadline:
         counts = _status_counts(chaos.sessions)
         if counts is not None:
             done = counts["succeeded"]
             if sum(counts[s.value] for s in JobStatus if s.is_terminal) == jobs:
                 return
-            if chaos.report.api_restarts == 0 and done >= api_at:
-                chaos.restart_api()
-            if postgres is not None and chaos.report.database_restarts == 0 and done >= database_at:
+            if postgres is not None and done >= 1 and chaos.report.database_restarts == 0:
                 postgres.restart()
                 chaos.report.database_restarts += 1
+            elif done >= 1 and chaos.report.api_restarts == 0:
+                chaos.restart_api()
         # Every other kill aims at a job with a checkpoint, so resuming is exercised.
         if time.monotonic() >= next_kill and chaos.kill_one_worker(aim=aim):
             aim = not aim
