@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,25 @@ def open_npz(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
         assert isinstance(archive, np.lib.npyio.NpzFile)  # a zip always loads as one
         with archive:
             yield archive
+
+
+def check_keys(
+    archive: np.lib.npyio.NpzFile, required: Sequence[str], optional: Sequence[str], layout: str
+) -> list[str]:
+    """The archive's array names, if it has every required one and nothing else but
+    optional ones; `layout` names what was expected ("a classification upload")."""
+    keys = list(archive.files)
+    expected = f"{', '.join(required)} and optionally {', '.join(optional)}"
+    unknown = sorted(set(keys) - set(required) - set(optional))
+    if unknown:
+        raise invalid(f"{unknown[0]}: not an array {layout} may hold; expected {expected}")
+    missing = [key for key in required if key not in keys]
+    if missing:
+        raise invalid(
+            f"{missing[0]}: missing from the .npz (it holds {sorted(keys)}); {layout} needs "
+            f"{expected}"
+        )
+    return keys
 
 
 def read_header(archive: np.lib.npyio.NpzFile, key: str) -> ArrayHeader:

@@ -24,6 +24,7 @@ from service.db.models import DatasetKind
 from service.npz_archive import (
     ArrayHeader,
     check_decompressed_size,
+    check_keys,
     check_names,
     invalid,
     read_array,
@@ -96,19 +97,7 @@ def inspect_sequences(archive: np.lib.npyio.NpzFile, max_array_bytes: int) -> Up
 
 
 def _keys(archive: np.lib.npyio.NpzFile) -> list[str]:
-    keys = list(archive.files)
-    unknown = sorted(set(keys) - set(REQUIRED) - set(OPTIONAL))
-    if unknown:
-        raise invalid(
-            f"{unknown[0]}: not an array a sequence upload may hold; expected "
-            f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
-        )
-    missing = [key for key in REQUIRED if key not in keys]
-    if missing:
-        raise invalid(
-            f"{missing[0]}: missing from the .npz (it holds {sorted(keys)}); sequences need "
-            f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
-        )
+    keys = check_keys(archive, REQUIRED, OPTIONAL, "a sequence upload")
     if ("chars_train" in keys) != ("chars_test" in keys):
         given, absent = ("chars_train", "chars_test")[:: 1 if "chars_train" in keys else -1]
         raise invalid(f"{absent}: missing; {given} is given, so the model reads characters")

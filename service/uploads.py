@@ -26,6 +26,7 @@ from service.npz_archive import (
     MAX_CLASSES,
     ArrayHeader,
     check_decompressed_size,
+    check_keys,
     check_names,
     invalid,
     open_npz,
@@ -111,7 +112,8 @@ def inspect_npz(path: Path, max_array_bytes: int) -> UploadSummary:
     with open_npz(path) as archive:
         if is_sequence_upload(archive):
             return inspect_sequences(archive, max_array_bytes)
-        headers = {key: read_header(archive, key) for key in _keys(archive)}
+        keys = check_keys(archive, REQUIRED, OPTIONAL, "a classification upload")
+        headers = {key: read_header(archive, key) for key in keys}
         kind = _check_layout(headers)
         check_decompressed_size(headers, max_array_bytes)
         class_names = None
@@ -136,23 +138,6 @@ def inspect_npz(path: Path, max_array_bytes: int) -> UploadSummary:
         class_names=class_names,
         has_sample_weight="sample_weight" in headers,
     )
-
-
-def _keys(archive: np.lib.npyio.NpzFile) -> list[str]:
-    keys = list(archive.files)
-    unknown = sorted(set(keys) - set(REQUIRED) - set(OPTIONAL))
-    if unknown:
-        raise invalid(
-            f"{unknown[0]}: not an array this service reads; the .npz may hold only "
-            + ", ".join(REQUIRED + OPTIONAL)
-        )
-    missing = [key for key in REQUIRED if key not in keys]
-    if missing:
-        raise invalid(
-            f"{missing[0]}: missing from the .npz (it holds {sorted(keys)}); expected "
-            f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
-        )
-    return keys
 
 
 def _check_layout(headers: dict[str, ArrayHeader]) -> DatasetKind:
