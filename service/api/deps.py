@@ -20,12 +20,14 @@ MISSING_KEY = (
 BAD_KEY = "unknown or revoked API key"
 
 
-def _settings(request: Request) -> Settings:
+# The two are async only because FastAPI runs a plain `def` dependency in its
+# threadpool: a thread hop per request for an attribute read.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _sessions(request: Request) -> sessionmaker[Session]:
+async def _sessions(request: Request) -> sessionmaker[Session]:
     sessions: sessionmaker[Session] = request.app.state.sessions
     return sessions
 
@@ -71,7 +73,7 @@ async def _authenticate(request: Request) -> Principal:
         return OPEN
     if exist and key_hash is not None and (known := cache.principal(key_hash)) is not None:
         return known
-    exist_now, found = await run_in_threadpool(_read_keys, _sessions(request), key)
+    exist_now, found = await run_in_threadpool(_read_keys, await _sessions(request), key)
     cache.remember_keys_exist(exist_now)
     if not exist_now:
         return OPEN
