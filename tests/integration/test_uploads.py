@@ -133,7 +133,10 @@ def _with(**changes: Any) -> dict[str, Any]:
 
 INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "missing y_test": (_with(y_test=None), "y_test: missing from the .npz"),
-    "unknown array": (_with(X_train=FEATURES["x_train"]), "X_train: not an array a classification upload may hold"),
+    "unknown array": (
+        _with(X_train=FEATURES["x_train"]),
+        "X_train: not an array a classification upload",
+    ),
     "label count": (_with(y_train=Y_TRAIN[:5]), "y_train has 5 labels but x_train has 6 rows"),
     "test rows": (_with(x_test=FEATURES["x_test"][:3]), "y_test has 4 labels but x_test has 3"),
     "sample shape": (
