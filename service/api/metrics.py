@@ -32,9 +32,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db.clock import db_now
 from service.db.engine import read_only
 from service.db.models import Job, JobStatus, WorkerRecord
+from service.queue.workers import is_live
 
 router = APIRouter(tags=["health"])
 
@@ -151,15 +151,11 @@ class DatabaseCollector(Collector):
             "silent: alert on time() minus this).",
             labels=["worker", "hostname", "device"],
         )
-        is_live = WorkerRecord.heartbeat_at > db_now(-self._live_seconds)
         rows = session.execute(
             select(
                 WorkerRecord.id, WorkerRecord.hostname, WorkerRecord.device,
-                WorkerRecord.heartbeat_at, is_live,
-            ).where(
-                WorkerRecord.stopped_at.is_(None),
-                WorkerRecord.heartbeat_at > db_now(-STALE_WORKER_WINDOW_SECONDS),
-            )
+                WorkerRecord.heartbeat_at, is_live(self._live_seconds),
+            ).where(is_live(STALE_WORKER_WINDOW_SECONDS))
         ).all()  # fmt: skip
         live.add_metric([], sum(1 for row in rows if row[4]))
         for worker_id, hostname, device, heartbeat_at, _ in rows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.clock import db_now
@@ -45,14 +45,18 @@ def mark_stopped(session: Session, worker_id: str) -> None:
     )
 
 
+def is_live(stale_after_seconds: float) -> ColumnElement[bool]:
+    """What makes a worker live: not stopped, last heartbeat younger than the bound."""
+    return and_(
+        WorkerRecord.stopped_at.is_(None),
+        WorkerRecord.heartbeat_at > db_now(-stale_after_seconds),
+    )
+
+
 def live_workers(session: Session, *, stale_after_seconds: float) -> Sequence[WorkerRecord]:
-    """Workers not stopped whose last heartbeat is younger than `stale_after_seconds`,
-    by host name, then start time."""
+    """Live workers (is_live), by host name, then start time."""
     return session.scalars(
         select(WorkerRecord)
-        .where(
-            WorkerRecord.stopped_at.is_(None),
-            WorkerRecord.heartbeat_at > db_now(-stale_after_seconds),
-        )
+        .where(is_live(stale_after_seconds))
         .order_by(WorkerRecord.hostname, WorkerRecord.started_at, WorkerRecord.id)
     ).all()
