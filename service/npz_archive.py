@@ -127,6 +127,15 @@ def check_decompressed_size(headers: dict[str, ArrayHeader], max_array_bytes: in
         )
 
 
+def check_names_header(header: ArrayHeader, field: str, what: str, example: str) -> None:
+    """A names array (class_names, tag_names) is 1-D strings, from its header alone."""
+    if len(header.shape) != 1 or header.dtype.kind != "U":
+        raise invalid(
+            f"{field} has shape {header.shape} and dtype {header.dtype}; expected a 1-D "
+            f"array of strings, one per {what}, e.g. numpy.array({example})"
+        )
+
+
 def check_names(array: np.ndarray, field: str, what: str) -> list[str]:
     """A names array (class_names, tag_names): distinct, non-empty, 2..MAX_CLASSES."""
     names = [str(name) for name in array]

@@ -26,6 +26,7 @@ from service.npz_archive import (
     check_decompressed_size,
     check_keys,
     check_names,
+    check_names_header,
     invalid,
     read_array,
     read_header,
@@ -57,12 +58,7 @@ def inspect_sequences(archive: np.lib.npyio.NpzFile, max_array_bytes: int) -> Up
     check_decompressed_size(headers, max_array_bytes)
     tag_names = None
     if "tag_names" in headers:
-        names = headers["tag_names"]
-        if len(names.shape) != 1 or names.dtype.kind != "U":
-            raise invalid(
-                f"tag_names has shape {names.shape} and dtype {names.dtype}; expected a 1-D "
-                "array of strings, one per tag, e.g. numpy.array(['O', 'B-PER', 'I-PER'])"
-            )
+        check_names_header(headers["tag_names"], "tag_names", "tag", "['O', 'B-PER', 'I-PER']")
         tag_names = check_names(read_array(archive, "tag_names"), "tag_names", "tag")
         if len(tag_names) > MAX_TAGS:
             raise invalid(f"tag_names has {len(tag_names)} names; at most {MAX_TAGS} tags")

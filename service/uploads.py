@@ -28,6 +28,7 @@ from service.npz_archive import (
     check_decompressed_size,
     check_keys,
     check_names,
+    check_names_header,
     invalid,
     open_npz,
     read_array,
@@ -188,12 +189,7 @@ def _check_layout(headers: dict[str, ArrayHeader]) -> DatasetKind:
         if weights.dtype.kind not in "iuf":
             raise invalid(f"sample_weight has dtype {weights.dtype}; expected numbers")
     if "class_names" in headers:
-        names = headers["class_names"]
-        if len(names.shape) != 1 or names.dtype.kind != "U":
-            raise invalid(
-                f"class_names has shape {names.shape} and dtype {names.dtype}; expected a 1-D "
-                "array of strings, one per class, e.g. numpy.array(['cat', 'dog'])"
-            )
+        check_names_header(headers["class_names"], "class_names", "class", "['cat', 'dog']")
     return kind
 
 
