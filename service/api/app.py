@@ -22,6 +22,7 @@ from service.api import (
 )
 from service.api.deps import require_key_on_v1
 from service.api.openapi import document_security
+from service.api.reads import PollReads
 from service.api.routes_events import EventHub
 from service.artifacts import ArtifactMissing
 from service.auth import KeyCache
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub.start()
         yield
         await hub.stop()
+        app.state.poll_reads.dispose()
         engine.dispose()
 
     engine = make_engine(
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.sessions = make_session_factory(engine)
+    app.state.poll_reads = PollReads(engine, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)

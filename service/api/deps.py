@@ -8,6 +8,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from service.api.reads import PollReads
 from service.auth import OPEN, KeyCache, Principal, hash_key, keys_exist, lookup
 from service.db.engine import read_only
 from service.settings import Settings
@@ -32,7 +33,13 @@ async def _sessions(request: Request) -> sessionmaker[Session]:
     return sessions
 
 
+async def _poll_reads(request: Request) -> PollReads:
+    reads: PollReads = request.app.state.poll_reads
+    return reads
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+PollReadsDep = Annotated[PollReads, Depends(_poll_reads)]
 # Routes open their own transaction (service.db.engine.transaction) so that the
 # commit happens before the response is sent: a 202 always means a stored job.
 SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]

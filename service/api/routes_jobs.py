@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import artifacts, limits, plan
-from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
+from service.api.deps import PollReadsDep, PrincipalDep, SessionsDep, SettingsDep
 from service.api.schemas import JobOut, JobPage, ValidationReport
 from service.auth import Principal
 from service.db.engine import read_only, transaction
@@ -18,7 +18,7 @@ from service.db.models import Job, JobStatus
 from service.queue.cancel import request_cancel
 from service.queue.enqueue import enqueue
 from service.queue.errors import JobStateConflict
-from service.queue.inspect import get_job, list_jobs
+from service.queue.inspect import get_job, get_job_status, list_jobs
 from service.settings import Settings
 from service.spec import JobSpec
 from service.uploads import check_upload_usable
@@ -124,10 +124,12 @@ def list_all(
         return JobPage(data=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", responses=ERRORS)
-def read_job(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> JobOut:
-    with read_only(sessions) as session:
-        return JobOut.of(get_job(session, job_id, principal.scope))
+@router.get("/{job_id}", responses=ERRORS, response_model=JobOut)
+async def read_job(job_id: str, reads: PollReadsDep, principal: PrincipalDep) -> Response:
+    """The job's status and progress: what clients poll, so the leanest read there is
+    (service.api.reads), serialized once (FastAPI would validate a returned model again)."""
+    row = await reads.run(lambda connection: get_job_status(connection, job_id, principal.scope))
+    return Response(JobOut.of(row).model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", responses=ERRORS)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Row
 
 from service.db.models import Job, JobStatus
 
@@ -40,7 +41,8 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job | Row[Any]) -> JobOut:
+        """From an ORM job or a row of service.queue.inspect.JOB_STATUS."""
         return cls(
             id=job.id,
             status=job.status,

@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Execution option marking a transaction that only reads (see read_only).
@@ -43,17 +43,23 @@ def libpq_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 30_000) -> Engine:
-    """An engine; for SQLite a file is created with WAL and IMMEDIATE transactions."""
+def make_engine(
+    url: str, *, sqlite_busy_timeout_ms: int = 30_000, one_per_thread: bool = False
+) -> Engine:
+    """An engine; for SQLite a file is created with WAL and IMMEDIATE transactions.
+    `one_per_thread`: each thread keeps one connection of its own (SingletonThreadPool),
+    so that it never waits for the pool (service.api.reads)."""
     parsed = make_url(url)
+    pool: dict[str, Any] = {"poolclass": SingletonThreadPool} if one_per_thread else {}
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
+        return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json, **pool)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"timeout": sqlite_busy_timeout_ms / 1000},
         json_serializer=dumps_json,
+        **pool,
     )
 
     @event.listens_for(engine, "connect")
