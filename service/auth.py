@@ -13,6 +13,7 @@ every key is revoked: revoking the last key must not open the service.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import secrets
@@ -124,6 +125,9 @@ class KeyCache:
         self._principals: dict[str, tuple[Principal, float]] = {}
         self._keys_exist = False
         self._open_until = 0.0
+        # Database reads under way, by key hash (None: no key sent), which concurrent
+        # misses share (service.api.deps); only ever touched on the event loop.
+        self.reads_in_flight: dict[str | None, asyncio.Future[tuple[bool, Principal | None]]] = {}
 
     def keys_exist(self) -> bool | None:
         """The cached answer, or None when it must be read from the database."""

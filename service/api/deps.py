@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -80,7 +81,7 @@ async def _authenticate(request: Request) -> Principal:
         return OPEN
     if exist and key_hash is not None and (known := cache.principal(key_hash)) is not None:
         return known
-    exist_now, found = await run_in_threadpool(_read_keys, await _sessions(request), key)
+    exist_now, found = await _read_keys_once(request, cache, key, key_hash)
     cache.remember_keys_exist(exist_now)
     if not exist_now:
         return OPEN
@@ -90,6 +91,21 @@ async def _authenticate(request: Request) -> Principal:
         raise _unauthorized(BAD_KEY)
     cache.remember(key_hash, found)
     return found
+
+
+async def _read_keys_once(
+    request: Request, cache: KeyCache, key: str | None, key_hash: str | None
+) -> tuple[bool, Principal | None]:
+    """One database read for all the requests that miss the cache with the same key at
+    once: when an entry expires under load, a hundred pollers would each run it."""
+    read = cache.reads_in_flight.get(key_hash)
+    if read is None:
+        sessions = await _sessions(request)
+        read = asyncio.ensure_future(run_in_threadpool(_read_keys, sessions, key))
+        cache.reads_in_flight[key_hash] = read
+        read.add_done_callback(lambda _: cache.reads_in_flight.pop(key_hash, None))
+    # Shielded: a caller that goes away does not cancel the read for the others.
+    return await asyncio.shield(read)
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -4,6 +4,7 @@ on loopback. Real app under uvicorn, real SQLite and Postgres, the real CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -12,10 +13,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from counterweight_client import Client
 from counterweight_client.errors import Unauthorized
@@ -156,3 +158,39 @@ def test_the_client_sends_its_key(
     monkeypatch.delenv("COUNTERWEIGHT_API_KEY")
     with Client(api) as client, pytest.raises(Unauthorized):
         client.get(job.id)
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
+def test_requests_that_miss_the_key_cache_together_share_one_lookup(
+    database_url: str, tmp_path: Path
+) -> None:
+    # No caching at all: every request misses, as all do at once when an entry expires
+    # under load. Those in flight together must not each query the database.
+    settings = Settings(home=tmp_path, database_url=database_url, auth_cache_seconds=0)
+    app = create_app(settings)
+    lookups = []
+
+    @event.listens_for(app.state.sessions.kw["bind"], "before_cursor_execute")
+    def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "api_keys.key_hash =" in statement:
+            lookups.append(statement)
+
+    _, key = new_key(database_url, "acme")
+    with ThreadedUvicorn(app) as url:
+        job_id = httpx.post(f"{url}/v1/jobs", json=DIGITS, headers=bearer(key)).json()["id"]
+        lookups.clear()
+
+        async def poll_together() -> list[int]:
+            async with httpx.AsyncClient(base_url=url, headers=bearer(key)) as http:
+                polls = [http.get(f"/v1/jobs/{job_id}") for _ in range(POLLERS)]
+                return [r.status_code for r in await asyncio.gather(*polls)]
+
+        assert asyncio.run(poll_together()) == [200] * POLLERS
+    assert 1 <= len(lookups) < POLLERS / 2
+
+
+POLLERS = 50
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
