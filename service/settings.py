@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         5.0, ge=0, description="Delay before retry n is 2^(n-1) times this, capped at 300 s."
     )
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU niceness a worker runs at, so that an API or database on the "
+        "same host keeps answering while it trains on the CPU; 0 leaves it as started.",
+    )
     max_upload_bytes: int = Field(
         512 * 2**20,
         gt=0,

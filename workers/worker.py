@@ -295,7 +295,22 @@ def render_plots_safely(job_id: str, result: TrainingResult, workdir: Path) -> l
         return []
 
 
+def lower_cpu_priority(nice: int) -> None:
+    """Take the CPU after an API or database on the same host: training on the CPU
+    keeps every core busy, and status polls would queue behind it (BENCHMARKS.md,
+    "Load"). Linux sets niceness per thread, and importing torch has already started
+    threads, so each thread is set; threads started later inherit it. Never raises a
+    priority the process was given."""
+    if nice <= os.getpriority(os.PRIO_PROCESS, 0):
+        return
+    tasks = Path("/proc/self/task")
+    for thread_id in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        with suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.setpriority(os.PRIO_PROCESS, thread_id, nice)
+
+
 def run_worker(settings: Settings, device: str | None) -> None:
+    lower_cpu_priority(settings.worker_nice)
     upgrade(settings.resolved_database_url)
     worker = Worker(settings, device=device)
     worker.install_signal_handlers()
