@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from service import cli_client, cli_keys
 from service.settings import Settings
@@ -78,17 +82,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.db.engine import upgrade
+
     if cli_keys.refuse_open_mode(_settings(), args.host):
         return 2
-    uvicorn.run(
-        "service.api.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        log_config=None,  # uvicorn's lines go through our handler (workers.logs): JSON if asked
-    )
+    upgrade(_settings().resolved_database_url)  # once, before N processes start
+    with shared_metrics_dir(args.processes):
+        uvicorn.run(
+            "service.api.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.processes,
+            log_level="info",
+            log_config=None,  # uvicorn's lines go through our handler (workers.logs)
+        )
     return 0
+
+
+@contextmanager
+def shared_metrics_dir(processes: int) -> Iterator[None]:
+    """With several API processes, a fresh directory where each keeps its HTTP latency
+    for GET /metrics to sum (service.api.metrics); one given by the operator is kept."""
+    from service.api.metrics import MULTIPROCESS_DIR
+
+    if processes == 1 or os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="counterweight-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR] = directory  # the processes, spawned, inherit it
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the API alone")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument(
+        "--processes", type=int, default=1, help="API processes sharing the port (one per core)"
+    )
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="run one worker")

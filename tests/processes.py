@@ -48,8 +48,8 @@ class Service:
         self.processes.append(proc)
         return proc
 
-    def start_api(self) -> None:
-        proc = self._spawn("api", "api", "--port", str(self.port))
+    def start_api(self, processes: int = 1) -> None:
+        proc = self._spawn("api", "api", "--port", str(self.port), "--processes", str(processes))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert proc.poll() is None, self.logs()

@@ -5,11 +5,13 @@ process: the API may run as several processes, restart, or never see a job
 that a worker finished, and the database is what all of them share. Each
 scrape costs three aggregate queries and one read of the recently heard-from
 workers. HTTP latency is the one figure that belongs to the process serving
-the requests, so it is a plain histogram fed by a middleware.
+the requests, so it is a histogram fed by a middleware, summed over the API's
+processes when there are several.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, Float, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,6 +40,8 @@ from service.db.models import Job, JobStatus, WorkerRecord
 from service.queue.workers import is_live
 
 router = APIRouter(tags=["health"])
+# prometheus_client's multiprocess mode: set (service.cli) before an API process starts.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 # generate_latest writes the 0.0.4 text format, which every Prometheus server reads.
 PROMETHEUS_TEXT = CONTENT_TYPE_PLAIN_0_0_4
@@ -207,12 +212,19 @@ def install(app: FastAPI, sessions: sessionmaker[Session], *, live_seconds: floa
     that apps built side by side (tests) never share series."""
     registry = CollectorRegistry()
     registry.register(DatabaseCollector(sessions, live_seconds=live_seconds))
+    latency_registry: CollectorRegistry | None = registry
+    if os.environ.get(MULTIPROCESS_DIR):
+        # Several API processes behind one port (`counterweight api --processes N`):
+        # each writes its latency to files in that directory, and a scrape, whichever
+        # process answers it, sums them all.
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        latency_registry = None
     latency = Histogram(
         "counterweight_http_request_duration_seconds",
         "Time from a request's arrival to its response's status line.",
         ["method", "route", "status"],
         buckets=HTTP_BUCKETS,
-        registry=registry,
+        registry=latency_registry,
     )
     app.state.metrics_registry = registry
     app.add_middleware(RequestLatency, histogram=latency)
