@@ -89,9 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One poller of job_events for all of this app's event subscribers.
         app.state.event_hub = hub = EventHub(app.state.sessions)
         hub.start()
+        await app.state.poll_reads.open()
         yield
         await hub.stop()
-        app.state.poll_reads.dispose()
+        await app.state.poll_reads.close()
         engine.dispose()
 
     engine = make_engine(

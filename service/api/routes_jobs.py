@@ -18,7 +18,7 @@ from service.db.models import Job, JobStatus
 from service.queue.cancel import request_cancel
 from service.queue.enqueue import enqueue
 from service.queue.errors import JobStateConflict
-from service.queue.inspect import get_job, get_job_status, list_jobs
+from service.queue.inspect import JOB_STATUS, get_job, list_jobs, visible
 from service.settings import Settings
 from service.spec import JobSpec
 from service.uploads import check_upload_usable
@@ -128,7 +128,7 @@ def list_all(
 async def read_job(job_id: str, reads: PollReadsDep, principal: PrincipalDep) -> Response:
     """The job's status and progress: what clients poll, so the leanest read there is
     (service.api.reads), serialized once (FastAPI would validate a returned model again)."""
-    row = await reads.run(lambda connection: get_job_status(connection, job_id, principal.scope))
+    row = visible(await reads.first(JOB_STATUS, {"job_id": job_id}), job_id, principal.scope)
     return Response(JobOut.of(row).model_dump_json(), media_type="application/json")
 
 

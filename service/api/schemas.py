@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Row
 
 from service.db.models import Job, JobStatus
 
@@ -41,8 +40,9 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job | Row[Any]) -> JobOut:
-        """From an ORM job or a row of service.queue.inspect.JOB_STATUS."""
+    def of(cls, job: Job | Any) -> JobOut:
+        """From an ORM job, or a row of service.queue.inspect.JOB_STATUS (any driver's:
+        columns as attributes, a status as the enum or its value)."""
         return cls(
             id=job.id,
             status=job.status,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, JobStatus
@@ -48,9 +48,9 @@ JOB_STATUS = select(
 ).where(Job.id == bindparam("job_id"))
 
 
-def get_job_status(connection: Connection, job_id: str, tenant: str | None) -> Row[Any]:
-    """get_job's answer as a row of JOB_STATUS's columns; the same JobNotFound."""
-    row = connection.execute(JOB_STATUS, {"job_id": job_id}).first()
+def visible(row: Any, job_id: str, tenant: str | None) -> Any:
+    """A row of JOB_STATUS (or None) as get_job would answer: the same JobNotFound for
+    a missing job and for another tenant's."""
     if row is None or (tenant is not None and row.tenant != tenant):
         raise JobNotFound(job_id)
     return row

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import text
 
 from service.api.app import create_app
-from service.db.engine import make_engine
+from service.db.engine import libpq_dsn, make_engine
 from service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 from tests.databases import drop_postgres_database, new_postgres_database
@@ -195,3 +196,21 @@ def test_status_reads_do_not_wait_for_a_writer_on_sqlite(tmp_path: Path) -> None
         assert (read.status_code, read.json()["priority"]) == (200, 0)  # the last commit
         assert listed.status_code == 200
         assert http.get(f"/v1/jobs/{job_id}").json()["priority"] == 7
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgres"], indirect=True)
+def test_status_polls_survive_postgres_dropping_every_connection(
+    client: httpx.Client, database_url: str
+) -> None:
+    """A restart or failover kills every open connection; the next poll reconnects
+    instead of failing (service.api.reads keeps its own asyncio connections)."""
+    job_id = client.post("/v1/jobs", json=DIGITS).json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 200
+    with psycopg.connect(libpq_dsn(database_url), autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert killed  # the API's connections, the polls' among them
+    polled = client.get(f"/v1/jobs/{job_id}")
+    assert (polled.status_code, polled.json()["id"]) == (200, job_id)
