@@ -35,7 +35,7 @@ from typing import Any
 from tests.databases import drop_postgres_database, new_postgres_database
 from tests.processes import Service
 
-# Long enough to train for the whole run (~0.2 s an epoch here with the CPU to itself).
+# Long enough to train for the whole run (~0.3 s an epoch here with the CPU to itself).
 TRAINING_JOB = {
     "dataset": {"name": "digits"},
     "model": {"arch": "mlp", "width": 512, "depth": 3},

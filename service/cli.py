@@ -84,9 +84,10 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from service.db.engine import upgrade
 
-    if cli_keys.refuse_open_mode(_settings(), args.host):
+    settings = _settings()
+    if cli_keys.refuse_open_mode(settings, args.host):
         return 2
-    upgrade(_settings().resolved_database_url)  # once, before N processes start
+    upgrade(settings.resolved_database_url)  # once, before N processes start
     with shared_metrics_dir(args.processes):
         uvicorn.run(
             "service.api.app:app_from_env",

@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Protocol, TypeVar
 
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
@@ -22,10 +22,7 @@ class BadCursor(ValueError):
 def get_job(session: Session, job_id: str, tenant: str | None = None) -> Job:
     """The job; with `tenant`, only if it is that tenant's: another tenant's job is the
     same JobNotFound as a missing one, so that its id reveals nothing. None: any job."""
-    job = session.get(Job, job_id)
-    if job is None or (tenant is not None and job.tenant != tenant):
-        raise JobNotFound(job_id)
-    return job
+    return visible(session.get(Job, job_id), job_id, tenant)
 
 
 # What a status poll shows (service.api.schemas.JobOut), by Core rather than the ORM:
@@ -48,9 +45,19 @@ JOB_STATUS = select(
 ).where(Job.id == bindparam("job_id"))
 
 
-def visible(row: Any, job_id: str, tenant: str | None) -> Any:
-    """A row of JOB_STATUS (or None) as get_job would answer: the same JobNotFound for
-    a missing job and for another tenant's."""
+class Owned(Protocol):
+    """A job as any read returns it: an ORM Job, a JOB_STATUS row of any driver."""
+
+    @property
+    def tenant(self) -> str: ...
+
+
+T = TypeVar("T", bound=Owned)
+
+
+def visible(row: T | None, job_id: str, tenant: str | None) -> T:
+    """A job or a row of JOB_STATUS, if `tenant` may see it: a missing job and another
+    tenant's are the same JobNotFound, so that an id reveals nothing."""
     if row is None or (tenant is not None and row.tenant != tenant):
         raise JobNotFound(job_id)
     return row
