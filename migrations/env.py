@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from service.db.engine import make_engine
-from service.db.models import Base
+from service.store.engine import make_engine
+from service.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -28,7 +28,7 @@ def run(connection: Connection) -> None:
 
 
 url = config.get_main_option("sqlalchemy.url")
-assert url, "sqlalchemy.url must be set (service.db.engine.alembic_config does it)"
+assert url, "sqlalchemy.url must be set (service.store.engine.alembic_config does it)"
 engine = make_engine(url)
 with engine.connect() as connection:
     run(connection)

@@ -1,6 +1,7 @@
-"""Counterweight: training as a service for class-imbalanced learning.
+"""Counterweight's service: the job spec and everything but training.
 
-`service.spec`, `service.db`, `service.queue` and `service.datasets` are shared
-by the API (`service.api`) and the worker (`workers`); the worker never imports
-`service.api`.
+Folders are concerns, and imports point down this list (import-linter enforces it,
+see .importlinter): cli -> api -> store, storage -> rebalance -> data -> spec,
+settings, errors and the other leaves. The worker (workers/) builds on store,
+storage, data and rebalance; nothing here imports it but the predict path.
 """

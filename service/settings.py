@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         description="How long the API trusts what it read about API keys: a revoked key "
         "stops working, and the first key made switches auth on, within this time.",
     )
-    # Limits (service.limits): each refusal is a 4xx naming the field, the value and the cap.
+    # Limits (service.api.admission): each refusal is a 4xx naming the field, the value and the cap.
     max_request_bytes: int = Field(
         32 * 2**20,
         gt=0,

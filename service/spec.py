@@ -3,7 +3,7 @@
 Every model forbids unknown fields so that a typo is a 422 naming the field,
 not a silently ignored option. Checks that need only the spec live here; checks
 that need the data (class ids in range, weight shapes) live in
-service.datasets and service.plan, and also run at submit time.
+service.data.splits and service.rebalance.plan, and also run at submit time.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A generated tagging task in the sequence upload format (service.sequence_uploads).
+"""A generated tagging task in the sequence upload format (service.data.sequence_uploads).
 
 Seven tags: "O" the dominant one, five tags each with words of their own (easy), and
 "RARE", which shares its words with "O": an ambiguous word is RARE 30% of the time

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.engine import transaction
-from service.queue import workers
-from service.queue.errors import LeaseLost
-from service.queue.lease import Lease, heartbeat
+from service.errors import LeaseLost
+from service.store.engine import transaction
+from service.store.queue import workers
+from service.store.queue.lease import Lease, heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Heartbeat(threading.Thread):
 
 
 class Presence(threading.Thread):
-    """Keeps this worker's row in the registry (service.queue.workers) fresh, with the
+    """Keeps this worker's row in the registry (service.store.queue.workers) fresh, with the
     job it is running; `set_job` writes a change at once rather than at the next beat."""
 
     def __init__(self, sessions: sessionmaker[Session], worker_id: str, *, interval: float) -> None:

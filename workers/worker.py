@@ -34,23 +34,22 @@ import torch
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import artifacts
-from service.artifacts import job_dir
-from service.datasets import DatasetError
-from service.db.engine import make_engine, make_session_factory, transaction, upgrade
-from service.db.models import Job, new_job_id
-from service.queue.claim import claim
-from service.queue.errors import LeaseLost
-from service.queue.lease import Lease, fail, finish, mark_cancelled, release
-from service.queue.notify import JobWaiter
-from service.queue.sweeper import sweep_expired
-from service.queue.workers import mark_stopped, register
+from service.artifacts import CARD, CHECKPOINT, MODEL, job_dir, job_key, plot_name
+from service.data.uploads import upload_key, upload_path
+from service.errors import DatasetError, LeaseLost, StorageError
+from service.logs import job_logging
 from service.settings import Settings
 from service.spec import JobSpec
-from service.storage import StorageError, storage_for
-from service.uploads import upload_key, upload_path
+from service.storage import storage_for
+from service.storage.jobs import fetch, upload
+from service.store.engine import make_engine, make_session_factory, transaction, upgrade
+from service.store.models import Job, new_job_id
+from service.store.queue.claim import claim
+from service.store.queue.lease import Lease, fail, finish, mark_cancelled, release
+from service.store.queue.notify import JobWaiter
+from service.store.queue.sweeper import sweep_expired
+from service.store.queue.workers import mark_stopped, register
 from workers.heartbeat import Heartbeat, Presence
-from workers.logs import job_logging
 from workers.plots import render_plots
 from workers.training.checkpoint import mirrored
 from workers.training.engine import train_job
@@ -246,11 +245,11 @@ class Worker:
                 self.storage.download(
                     upload_key(dataset_id), upload_path(self.settings.home, dataset_id)
                 )
-        artifacts.fetch(self.storage, self.settings.home, job_id, artifacts.CHECKPOINT)
+        fetch(self.storage, self.settings.home, job_id, CHECKPOINT)
 
     def _upload_checkpoint(self, job_id: str, path: Path) -> None:
         try:
-            self.storage.upload(artifacts.job_key(job_id, artifacts.CHECKPOINT), path)
+            self.storage.upload(job_key(job_id, CHECKPOINT), path)
         except StorageError as exc:
             # Training goes on: the next checkpoint tries again, and a host that
             # resumes meanwhile starts from the previous one (work redone, not lost).
@@ -259,9 +258,9 @@ class Worker:
     def _publish(self, job_id: str, plots: list[str]) -> None:
         """The results the API serves, weights before card as on disk: a card in the
         store means its weights are there."""
-        names = [artifacts.MODEL, artifacts.CARD, *map(artifacts.plot_name, plots)]
+        names = [MODEL, CARD, *map(plot_name, plots)]
         for name in names:
-            artifacts.upload(self.storage, self.settings.home, job_id, name)
+            upload(self.storage, self.settings.home, job_id, name)
 
     def _fail(self, lease: Lease, error: str, *, retryable: bool) -> None:
         backoff = self.settings.retry_backoff_seconds

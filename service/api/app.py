@@ -20,26 +20,36 @@ from service.api import (
     routes_sweeps,
     routes_workers,
 )
+from service.api.auth import KeyCache
 from service.api.deps import require_key_on_v1
+from service.api.events import EventHub
+from service.api.middleware import BodySizeLimit
 from service.api.openapi import document_security
 from service.api.reads import PollReads
-from service.api.routes_events import EventHub
-from service.artifacts import ArtifactMissing
-from service.auth import KeyCache
-from service.datasets import DatasetError
-from service.db.engine import make_engine, make_session_factory, upgrade
-from service.inference import PredictInputError, TooManyInputs
-from service.limits import BodySizeLimit, LimitExceeded, QueueFull
-from service.npz_archive import UploadTooLarge
-from service.queue.errors import IdempotencyConflict, JobNotFound, JobStateConflict
-from service.queue.inspect import BadCursor
+from service.errors import (
+    ArtifactMissing,
+    BadCursor,
+    DatasetError,
+    DatasetNotFound,
+    DomainError,
+    IdempotencyConflict,
+    JobNotFound,
+    JobStateConflict,
+    LimitExceeded,
+    NotAClassifier,
+    PredictInputError,
+    QueueFull,
+    StorageError,
+    SweepError,
+    SweepNotFound,
+    TooManyInputs,
+    UploadTooLarge,
+)
 from service.settings import Settings, get_settings
-from service.storage import StorageError
-from service.sweeps import SweepError, SweepNotFound
-from service.uploads import DatasetNotFound
-from workers.training.models import NotAClassifier
+from service.store.engine import make_engine, make_session_factory, upgrade
 
-ERROR_STATUS: dict[type[Exception], int] = {
+# Every domain error a request can meet, and its status; any other is a bug (500).
+ERROR_STATUS: dict[type[DomainError], int] = {
     ArtifactMissing: 404,
     JobNotFound: 404,
     JobStateConflict: 409,
@@ -77,7 +87,10 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=ERROR_STATUS[type(exc)], content={"detail": str(exc)})
+    status = next((ERROR_STATUS[c] for c in type(exc).__mro__ if c in ERROR_STATUS), None)
+    if status is None:
+        raise exc  # not a client's doing: the server error it is
+    return JSONResponse(status_code=status, content={"detail": str(exc)})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -112,8 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for error in ERROR_STATUS:
-        app.add_exception_handler(error, _domain_error)
+    app.add_exception_handler(DomainError, _domain_error)
     app.include_router(routes_health.router)
     metrics.install(app, app.state.sessions, live_seconds=settings.lease_seconds)
     app.include_router(routes_jobs.router)

@@ -9,10 +9,11 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from service.api.auth import OPEN, KeyCache, Principal
 from service.api.reads import PollReads
-from service.auth import OPEN, KeyCache, Principal, hash_key, keys_exist, lookup
-from service.db.engine import read_only
 from service.settings import Settings
+from service.store.engine import read_only
+from service.store.keys import hash_key, keys_exist, live_key
 
 V1_PREFIX = "/v1"
 MISSING_KEY = (
@@ -41,7 +42,7 @@ async def _poll_reads(request: Request) -> PollReads:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PollReadsDep = Annotated[PollReads, Depends(_poll_reads)]
-# Routes open their own transaction (service.db.engine.transaction) so that the
+# Routes open their own transaction (service.store.engine.transaction) so that the
 # commit happens before the response is sent: a 202 always means a stored job.
 SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]
 
@@ -57,14 +58,16 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def _read_keys(sessions: sessionmaker[Session], key: str | None) -> tuple[bool, Principal | None]:
+    """Whether any key exists, and the principal of `key` if it is a live one."""
     with read_only(sessions) as session:
         exist = keys_exist(session)
-        return exist, (lookup(session, key) if exist and key else None)
+        row = live_key(session, key) if exist and key else None
+        return exist, (None if row is None else Principal(row.tenant, row.is_admin))
 
 
 async def principal(request: Request) -> Principal:
     """The caller, from `Authorization: Bearer <key>`; 401 without a live key. While no
-    key exists, every caller is service.auth.OPEN. Read once per request (request.state)."""
+    key exists, every caller is service.api.auth.OPEN. Read once per request (request.state)."""
     known: Principal | None = getattr(request.state, "principal", None)
     if known is None:
         known = request.state.principal = await _authenticate(request)

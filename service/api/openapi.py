@@ -1,7 +1,7 @@
 """What /openapi.json says about auth and limits, which no single route declares.
 
 The API key is enforced by one app-wide dependency (service.api.deps), and request
-bodies are capped by a middleware (service.limits), so the generated schema would
+bodies are capped by a middleware (service.api.admission), so the generated schema would
 show neither. This adds the bearer scheme and the 401 to every /v1 operation and
 the 413 to every operation that takes a body: clients and schema-driven tests
 (tests/integration/test_schemathesis.py) see the API as it behaves.

@@ -16,7 +16,7 @@ from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, Select
 
-from service.db.engine import READ_ONLY, libpq_dsn, make_engine
+from service.store.engine import READ_ONLY, libpq_dsn, make_engine
 
 # Enough for the polls in flight at once: each holds a connection for one round trip.
 POSTGRES_CONNECTIONS = 4
@@ -71,7 +71,7 @@ class PollReads:
     async def first(self, statement: Select[Any], params: dict[str, Any]) -> Any:
         if self._loop_engine is not None:
             connection = self._loop_engine.connect().execution_options(**{READ_ONLY: True})
-            with connection, connection.begin():  # a deferred BEGIN (service.db.engine)
+            with connection, connection.begin():  # a deferred BEGIN (service.store.engine)
                 return connection.execute(statement, params).first()
         assert self._pool is not None
         sql = self._compiled.get(statement)

@@ -9,19 +9,19 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import artifacts, limits, plan
+from service.api.admission import admit
+from service.api.auth import Principal
 from service.api.deps import PollReadsDep, PrincipalDep, SessionsDep, SettingsDep
 from service.api.schemas import JobOut, JobPage, ValidationReport
-from service.auth import Principal
-from service.db.engine import read_only, transaction
-from service.db.models import Job, JobStatus
-from service.queue.cancel import request_cancel
-from service.queue.enqueue import enqueue
-from service.queue.errors import JobStateConflict
-from service.queue.inspect import JOB_STATUS, get_job, list_jobs, visible
-from service.settings import Settings
+from service.artifacts import CARD, MODEL
+from service.errors import JobStateConflict
 from service.spec import JobSpec
-from service.uploads import check_upload_usable
+from service.storage.jobs import job_file
+from service.store.engine import read_only, transaction
+from service.store.models import Job, JobStatus
+from service.store.queue.cancel import request_cancel
+from service.store.queue.enqueue import enqueue
+from service.store.queue.inspect import JOB_STATUS, get_job, list_jobs, visible
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -36,28 +36,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No job with this id"},
     409: {"description": "The job is not in a state that allows this"},
 }
-
-
-def admit(
-    spec: JobSpec, settings: Settings, sessions: sessionmaker[Session], principal: Principal
-) -> plan.Plan:
-    """What a spec must pass before it is queued: the limits, the caller's right to the
-    data it names (another tenant's upload reads as missing), the data itself."""
-    limits.check_spec(
-        spec,
-        max_epochs=settings.max_epochs,
-        max_batch_size=settings.max_batch_size,
-        max_inline_weights=settings.max_inline_weights,
-    )
-    if spec.dataset.id is not None:
-        with read_only(sessions) as session:
-            check_upload_usable(session, spec.dataset.id, principal.scope)
-    resolved = plan.resolve(spec, settings.resolved_data_root, settings.home)
-    if resolved.input_shape is not None:
-        limits.check_model(
-            spec, resolved.input_shape, len(resolved.class_names), settings.max_model_parameters
-        )
-    return resolved
 
 
 @router.post(
@@ -170,7 +148,7 @@ def job_model(
 ) -> FileResponse:
     """The selected checkpoint's weights as safetensors; the model card says how to use them."""
     job = succeeded_job(sessions, principal, job_id, "model")
-    path = artifacts.job_file(settings, job.id, artifacts.MODEL)
+    path = job_file(settings, job.id, MODEL)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{job.id}.safetensors"
     )
@@ -182,5 +160,5 @@ def job_model_card(
 ) -> JSONResponse:
     """Architecture, classes, input shape and normalisation, spec and metrics of the model."""
     job = succeeded_job(sessions, principal, job_id, "model card")
-    path = artifacts.job_file(settings, job.id, artifacts.CARD)
+    path = job_file(settings, job.id, CARD)
     return JSONResponse(json.loads(path.read_text()))

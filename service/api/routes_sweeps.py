@@ -7,57 +7,17 @@ import math
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
 
-from service import sweeps
+from service.api import sweeps
+from service.api.admission import admit
 from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
-from service.api.routes_jobs import admit
-from service.db.engine import read_only, transaction
-from service.db.models import Job, Sweep
+from service.api.schemas import SweepIn, SweepOut
+from service.store.engine import read_only, transaction
+from service.store.sweeps import create_sweep, get_sweep
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No sweep with this id"}}
-
-
-class SweepIn(BaseModel):
-    base: dict[str, Any] = Field(
-        description="A job spec (POST /v1/jobs); the grid sets fields of it, so it may leave "
-        "out what the grid fills in."
-    )
-    grid: dict[str, list[Any]] = Field(
-        description='{"<dotted.path>": [values...]}, e.g. {"loss.type": ["cross_entropy", '
-        f'"focal"], "train.seed": [0, 1]}}: one job per combination, at most {sweeps.MAX_JOBS}.'
-    )
-
-
-class SweepOut(BaseModel):
-    id: str
-    status: str = Field(
-        description="queued, running, succeeded (every job did), or failed (every job ended "
-        "and at least one failed or was cancelled)."
-    )
-    progress: dict[str, Any] = Field(
-        description="ended, total and fraction of the jobs, and the count of each job status."
-    )
-    job_ids: list[str] = Field(description="In grid order, the last grid path varying fastest.")
-    table: list[dict[str, Any]] = Field(
-        description="One row per grid cell (the grid values except train.seed): `cell`, `n` "
-        "(succeeded jobs), `jobs`, and for balanced_accuracy, macro_f1 and minority_recall "
-        "(test split) the `mean` and sample `std` (ddof=1; null with fewer than 2) over `n`."
-    )
-
-    @classmethod
-    def of(cls, sweep: Sweep, jobs: list[Job]) -> SweepOut:
-        rows, job_ids = sweeps.table(sweep, jobs)
-        statuses = [job.status for job in jobs]
-        return cls(
-            id=sweep.id,
-            status=sweeps.sweep_status(statuses),
-            progress=sweeps.progress(statuses),
-            job_ids=job_ids,
-            table=rows,
-        )
 
 
 @router.post(
@@ -81,7 +41,7 @@ def submit_sweep(
         admit=lambda spec: admit(spec, settings, sessions, principal),
     )
     with transaction(sessions) as session:
-        sweep, jobs = sweeps.create_sweep(
+        sweep, jobs = create_sweep(
             session,
             body.base,
             body.grid,
@@ -96,7 +56,7 @@ def submit_sweep(
 @router.get("/{sweep_id}", responses=ERRORS)
 def read_sweep(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> SweepOut:
     with read_only(sessions) as session:
-        sweep, jobs = sweeps.get_sweep(session, sweep_id, principal.scope)
+        sweep, jobs = get_sweep(session, sweep_id, principal.scope)
     return SweepOut.of(sweep, jobs)
 
 
@@ -109,7 +69,7 @@ def compare_plot(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) 
     """Each cell's mean test metrics with sample-std error bars, rendered from the jobs
     that have succeeded so far."""
     with read_only(sessions) as session:
-        sweep, jobs = sweeps.get_sweep(session, sweep_id, principal.scope)
+        sweep, jobs = get_sweep(session, sweep_id, principal.scope)
     rows, _ = sweeps.table(sweep, jobs)
     return Response(content=_compare_png(rows), media_type="image/png")
 

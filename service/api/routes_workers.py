@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
-
 from fastapi import APIRouter
-from pydantic import BaseModel, BeforeValidator
 
 from service.api.deps import SessionsDep, SettingsDep
-from service.api.schemas import as_utc
-from service.db.engine import read_only
-from service.queue.workers import live_workers
+from service.api.schemas import WorkerList, WorkerOut
+from service.store.engine import read_only
+from service.store.queue.workers import live_workers
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
-
-UtcTime = Annotated[datetime, BeforeValidator(as_utc)]
-
-
-class WorkerOut(BaseModel):
-    id: str
-    hostname: str
-    pid: int
-    device: str
-    current_job_id: str | None
-    started_at: UtcTime
-    heartbeat_at: UtcTime
-
-
-class WorkerList(BaseModel):
-    data: list[WorkerOut]
-    next_cursor: None = None  # one page: the list is as long as the fleet
 
 
 @router.get("")

@@ -1,13 +1,16 @@
-"""Response bodies of the HTTP API (DESIGN.md sections 3 and 5)."""
+"""Request and response bodies of the HTTP API (DESIGN.md sections 3 and 5), except the
+job spec itself (service.spec). Every route's body is one of these."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
-from service.db.models import Job, JobStatus
+from service.api import sweeps
+from service.data.npz import DatasetKind
+from service.store.models import Dataset, Job, JobStatus, Sweep
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -15,6 +18,9 @@ def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+UtcTime = Annotated[datetime, BeforeValidator(as_utc)]
 
 
 class ProgressOut(BaseModel):
@@ -41,7 +47,7 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job | Any) -> JobOut:
-        """From an ORM job, or a row of service.queue.inspect.JOB_STATUS (any driver's:
+        """From an ORM job, or a row of service.store.queue.inspect.JOB_STATUS (any driver's:
         columns as attributes, a status as the enum or its value)."""
         return cls(
             id=job.id,
@@ -86,6 +92,139 @@ class ValidationReport(BaseModel):
         description="How the spec will run where that is easy to miss, e.g. when ldam's "
         "deferred re-weighting switches on."
     )
+
+
+# --- results: predict --------------------------------------------------------------------
+
+
+class PredictRequest(BaseModel):
+    inputs: list[Any] = Field(
+        description="Each input: nested lists in the model card's `input_shape` (float32; "
+        "images in [0, 1]), or for image models a base64 string of PNG or JPEG bytes of "
+        "exactly the card's height x width."
+    )
+
+
+class Prediction(BaseModel):
+    # `class` is a Python keyword: the field is `class_` in code, `class` on the wire.
+    class_: int = Field(alias="class", serialization_alias="class")
+    name: str
+    probabilities: list[float]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+# --- datasets -----------------------------------------------------------------------------
+
+
+class UploadedDatasetOut(BaseModel):
+    id: str
+    source: Literal["uploaded"] = "uploaded"
+    kind: DatasetKind
+    available: bool = True
+    dataset: dict[str, str]  # how a job spec names it
+    filename: str | None
+    shapes: dict[str, list[int]]
+    class_counts: dict[str, list[int]]
+    num_classes: int
+    class_names: list[str] | None  # null: the file has none
+    has_sample_weight: bool
+    size_bytes: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Dataset) -> UploadedDatasetOut:
+        return cls(
+            id=row.id,
+            kind=row.kind,
+            dataset={"name": "uploaded", "id": row.id},
+            filename=row.filename,
+            shapes=row.shapes,
+            class_counts=row.class_counts,
+            num_classes=row.num_classes,
+            class_names=row.class_names,
+            has_sample_weight=row.has_sample_weight,
+            size_bytes=row.size_bytes,
+            created_at=as_utc(row.created_at) or row.created_at,
+        )
+
+
+class BuiltinDatasetOut(BaseModel):
+    id: str  # the name a job spec uses as dataset.name
+    source: Literal["builtin"] = "builtin"
+    kind: Literal["images", "image_folder"]
+    available: bool
+    dataset: dict[str, str]
+    location: str | None  # where its files are expected; null: ships with the service
+    expected: str
+
+
+class DatasetPage(BaseModel):
+    data: list[BuiltinDatasetOut | UploadedDatasetOut]
+    next_cursor: str | None = None
+
+
+# --- sweeps -------------------------------------------------------------------------------
+
+
+class SweepIn(BaseModel):
+    base: dict[str, Any] = Field(
+        description="A job spec (POST /v1/jobs); the grid sets fields of it, so it may leave "
+        "out what the grid fills in."
+    )
+    grid: dict[str, list[Any]] = Field(
+        description='{"<dotted.path>": [values...]}, e.g. {"loss.type": ["cross_entropy", '
+        f'"focal"], "train.seed": [0, 1]}}: one job per combination, at most {sweeps.MAX_JOBS}.'
+    )
+
+
+class SweepOut(BaseModel):
+    id: str
+    status: str = Field(
+        description="queued, running, succeeded (every job did), or failed (every job ended "
+        "and at least one failed or was cancelled)."
+    )
+    progress: dict[str, Any] = Field(
+        description="ended, total and fraction of the jobs, and the count of each job status."
+    )
+    job_ids: list[str] = Field(description="In grid order, the last grid path varying fastest.")
+    table: list[dict[str, Any]] = Field(
+        description="One row per grid cell (the grid values except train.seed): `cell`, `n` "
+        "(succeeded jobs), `jobs`, and for balanced_accuracy, macro_f1 and minority_recall "
+        "(test split) the `mean` and sample `std` (ddof=1; null with fewer than 2) over `n`."
+    )
+
+    @classmethod
+    def of(cls, sweep: Sweep, jobs: list[Job]) -> SweepOut:
+        rows, job_ids = sweeps.table(sweep, jobs)
+        statuses = [job.status for job in jobs]
+        return cls(
+            id=sweep.id,
+            status=sweeps.sweep_status(statuses),
+            progress=sweeps.progress(statuses),
+            job_ids=job_ids,
+            table=rows,
+        )
+
+
+# --- workers, health ----------------------------------------------------------------------
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str
+    pid: int
+    device: str
+    current_job_id: str | None
+    started_at: UtcTime
+    heartbeat_at: UtcTime
+
+
+class WorkerList(BaseModel):
+    data: list[WorkerOut]
+    next_cursor: None = None  # one page: the list is as long as the fleet
 
 
 class Health(BaseModel):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 from service.settings import Settings
-from service.storage.base import Storage, StorageError, check_key
+from service.storage.base import Storage, check_key
 from service.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "Storage", "StorageError", "check_key", "storage_for"]
+__all__ = ["LocalStorage", "Storage", "check_key", "storage_for"]
 
 
 def storage_for(settings: Settings) -> Storage:

@@ -15,10 +15,6 @@ from pathlib import Path
 _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 
 
-class StorageError(RuntimeError):
-    """The store could not be read or written (server down, no permission, no bucket)."""
-
-
 def check_key(key: str) -> str:
     # Every segment starts with a letter, digit, _ or -: no "..", no hidden names.
     if not _KEY.fullmatch(key):

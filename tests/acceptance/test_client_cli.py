@@ -12,7 +12,7 @@ from typing import Any
 from safetensors.numpy import load_file
 
 from counterweight_client import Client, JobEvent
-from service.datasets import load_splits
+from service.data.splits import load_splits
 from service.spec import JobSpec
 from tests.processes import Service
 

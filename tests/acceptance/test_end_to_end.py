@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from service.datasets import load_splits
+from service.data.splits import load_splits
 from service.spec import JobSpec
 from tests.acceptance.conftest import SLOW_DIGITS
 from tests.processes import Service

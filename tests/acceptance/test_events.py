@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, event
 
 from service.api.app import create_app
-from service.api.routes_events import EventHub
+from service.api.events import EventHub
 from service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 from tests.processes import Service

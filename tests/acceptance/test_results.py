@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from service.datasets import load_splits
+from service.data.splits import load_splits
 from service.spec import JobSpec
 from tests.processes import Service
 from workers.plots import FIGURE_SIZE_PX

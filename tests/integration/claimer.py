@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from service.db.engine import make_engine, make_session_factory, transaction
-from service.queue.claim import claim
-from service.queue.lease import Lease, finish
+from service.store.engine import make_engine, make_session_factory, transaction
+from service.store.queue.claim import claim
+from service.store.queue.lease import Lease, finish
 
 
 def main(url: str, worker_id: str) -> None:

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 
 from service.api.app import create_app
-from service.db.engine import libpq_dsn, make_engine
 from service.settings import Settings
+from service.store.engine import libpq_dsn, make_engine
 from tests.conftest import ThreadedUvicorn
 from tests.databases import drop_postgres_database, new_postgres_database
 

@@ -22,11 +22,11 @@ from sqlalchemy import event, select
 from counterweight_client import Client
 from counterweight_client.errors import Unauthorized
 from service.api.app import create_app
-from service.auth import create_key, revoke_key
-from service.cli_keys import refuse_open_mode
-from service.db.engine import make_engine, make_session_factory, transaction
-from service.db.models import ApiKey
+from service.cli.keys import refuse_open_mode
 from service.settings import Settings
+from service.store.engine import make_engine, make_session_factory, transaction
+from service.store.keys import create_key, revoke_key
+from service.store.models import ApiKey
 from tests.conftest import ThreadedUvicorn
 from tests.processes import free_port
 

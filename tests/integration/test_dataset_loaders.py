@@ -1,8 +1,10 @@
 """Each dataset loader on small files written here in the real on-disk format, read back
-through the real readers (torchvision, PIL, the upload store), and through HTTP."""
+through the real readers (idx and CIFAR-10 batches, PIL, the upload store), and through
+HTTP."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from collections.abc import Iterator
@@ -15,12 +17,13 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from service import dataset_sources
 from service.api.app import create_app
-from service.datasets import DatasetError, load_splits, plan_splits
+from service.data import sources
+from service.data.splits import load_splits, plan_splits
+from service.data.uploads import upload_path
+from service.errors import DatasetError
 from service.settings import Settings
 from service.spec import JobSpec
-from service.uploads import upload_path
 from tests.conftest import ThreadedUvicorn
 from workers.training.engine import train_job
 
@@ -148,6 +151,45 @@ def test_cifar10_python_batches(tmp_path: Path) -> None:
     assert plan.counts["test"] == [2, 2]
 
 
+def test_cifar10_batches_pickled_by_older_numpy_and_python_load(tmp_path: Path) -> None:
+    # The official files are Python 2 pickles that name numpy.core (numpy 2 moved it to
+    # numpy._core); a protocol 2 pickle from Python 3 also calls _codecs.encode for bytes.
+    batches = write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for name in batches:
+        entry = pickle.loads((folder / name).read_bytes())
+        old = pickle.dumps(entry, protocol=2).replace(b"numpy._core.", b"numpy.core.")
+        assert b"numpy.core.multiarray" in old and b"_codecs" in old
+        (folder / name).write_bytes(old)
+    base = plan_splits(spec({"name": "cifar10"}), tmp_path).base
+    data_2, _ = batches["data_batch_2"]
+    np.testing.assert_array_equal(base.x_train[10], data_2[0].reshape(3, 32, 32))
+
+
+class _RunsACommand:
+    """Pickles as a call of os.system: what a hostile file in a data root could hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_cifar10_batch_that_would_run_code_is_refused_without_running_it(
+    tmp_path: Path,
+) -> None:
+    write_cifar10(tmp_path)
+    marker = tmp_path / "ran"
+    with (tmp_path / "cifar-10-batches-py" / "data_batch_3").open("wb") as file:
+        pickle.dump({"data": _RunsACommand(marker), "labels": [0]}, file)
+    expected = "dataset.name: cannot read cifar10 from"
+    with pytest.raises(DatasetError, match=re.escape(expected)) as error:
+        plan_splits(spec({"name": "cifar10"}), tmp_path)
+    assert "system is not part of a numpy array" in str(error.value)
+    assert not marker.exists()
+
+
 # --- image_folder ---------------------------------------------------------------------------
 
 
@@ -264,14 +306,14 @@ def test_image_folder_paths_that_leave_the_data_root_are_refused(tmp_path: Path)
 def test_a_dataset_is_decoded_once_until_its_folder_changes(tmp_path: Path) -> None:
     folder = write_folder(tmp_path, {"cat": 2, "dog": 2})
     job = spec({"name": "image_folder", "path": "pets"})
-    dataset_sources.decode.cache_clear()
+    sources.decode.cache_clear()
     first = plan_splits(job, tmp_path).base
     assert plan_splits(job, tmp_path).base is first  # the same arrays, not a new decode
-    info = dataset_sources.decode.cache_info()
+    info = sources.decode.cache_info()
     assert (info.misses, info.hits) == (1, 1)
     write_image(folder / "train" / "dog" / "new.png", pixels(5, (6, 4, 3)))
     assert len(plan_splits(job, tmp_path).base.y_train) == 5
-    assert dataset_sources.decode.cache_info().misses == 2
+    assert sources.decode.cache_info().misses == 2
 
 
 def test_an_image_folder_job_trains_on_pixels_scaled_to_unit_range(tmp_path: Path) -> None:

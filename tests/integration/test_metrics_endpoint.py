@@ -14,14 +14,14 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.app import create_app
-from service.db.engine import transaction
-from service.db.models import Job, WorkerRecord
-from service.queue.cancel import request_cancel
-from service.queue.claim import claim
-from service.queue.enqueue import enqueue
-from service.queue.lease import Lease, fail, finish
 from service.settings import Settings
 from service.spec import JobSpec
+from service.store.engine import transaction
+from service.store.models import Job, WorkerRecord
+from service.store.queue.cancel import request_cancel
+from service.store.queue.claim import claim
+from service.store.queue.enqueue import enqueue
+from service.store.queue.lease import Lease, fail, finish
 from tests.conftest import ThreadedUvicorn
 from tests.databases import drop_postgres_database
 

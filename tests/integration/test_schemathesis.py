@@ -27,9 +27,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.api.app import create_app
-from service.auth import create_key
-from service.db.engine import make_engine, make_session_factory, transaction, upgrade
 from service.settings import Settings
+from service.store.engine import make_engine, make_session_factory, transaction, upgrade
+from service.store.keys import create_key
 from tests.conftest import ThreadedUvicorn
 
 EXAMPLES = 30  # per operation and mode: about 1,100 cases in all (negative needs parameters)

@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import text
 
 from service.api.app import create_app
-from service.datasets import DatasetError
-from service.db.engine import make_engine, upgrade
+from service.data.uploads import load_upload_arrays
+from service.errors import DatasetError
 from service.settings import Settings
-from service.uploads import load_upload_arrays
+from service.store.engine import make_engine, upgrade
 from tests.conftest import ThreadedUvicorn
 
 # Hand-checked class counts: y_train has three 0s, two 1s, one 2; y_test one, one, two.

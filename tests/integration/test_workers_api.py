@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.app import create_app
-from service.db.engine import transaction
-from service.db.models import Job
-from service.queue.workers import register
 from service.settings import Settings
+from service.store.engine import transaction
+from service.store.models import Job
+from service.store.queue.workers import register
 from tests.acceptance.conftest import SLOW_DIGITS
 from tests.conftest import ThreadedUvicorn
 from workers.worker import Worker

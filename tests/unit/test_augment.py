@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from service.datasets import DatasetError
-from service.fit import augment_enabled
+from service.architectures import augment_enabled
+from service.errors import DatasetError
 from service.spec import JobSpec
 from tests.unit.test_engine import run as run_job
 from workers.training.augment import augment_batch, batch_generator, crop_and_flip

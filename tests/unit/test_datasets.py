@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service import dataset_sources, datasets
-from service.dataset_arrays import BaseDataset
-from service.datasets import DatasetError, load_splits, validation_counts
+from service.data import sources
+from service.data.arrays import BaseDataset
+from service.data.splits import load_splits, plan_splits, validation_counts
+from service.errors import DatasetError
 from service.spec import JobSpec
 
 DIGITS_SIZE = 1797
@@ -41,7 +42,7 @@ def test_split_sizes_and_types(tmp_path: Path) -> None:
 def test_test_split_is_fixed(tmp_path: Path) -> None:
     a = load_splits(digits(), tmp_path)
     # Another validation share and seed, and a fresh decode: the test split stays put.
-    dataset_sources.decode.cache_clear()
+    sources.decode.cache_clear()
     b = load_splits(digits(val_fraction=0.3, seed=7), tmp_path)
     np.testing.assert_array_equal(a.x_test, b.x_test)
     np.testing.assert_array_equal(a.y_test, b.y_test)
@@ -120,7 +121,7 @@ def test_too_few_samples_to_validate_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def stored_digits(tmp_path: Path) -> BaseDataset:
-    return datasets.plan_splits(spec_of(), tmp_path).base
+    return plan_splits(spec_of(), tmp_path).base
 
 
 def test_sample_weights_follow_their_rows(tmp_path: Path) -> None:
@@ -181,9 +182,9 @@ def test_from_dataset_needs_an_upload_with_weights(tmp_path: Path) -> None:
 
 def test_plan_copies_nothing_and_matches_what_load_materialises(tmp_path: Path) -> None:
     spec = spec_of(dataset={"name": "digits", "classes": [2, 7]}, imbalance={"seed": 9})
-    plan = datasets.plan_splits(spec, tmp_path)
+    plan = plan_splits(spec, tmp_path)
     splits = load_splits(spec, tmp_path)
-    assert plan.base is datasets.plan_splits(spec, tmp_path).base  # the cached arrays
+    assert plan.base is plan_splits(spec, tmp_path).base  # the cached arrays
     assert not plan.base.x_train.flags.writeable  # shared: read-only
     np.testing.assert_array_equal(plan.base.x_train[plan.val_rows], splits.x_val)
     np.testing.assert_array_equal(plan.y_train, splits.y_train)
@@ -192,9 +193,9 @@ def test_plan_copies_nothing_and_matches_what_load_materialises(tmp_path: Path) 
 
 
 def test_a_second_load_does_not_decode_again(tmp_path: Path) -> None:
-    dataset_sources.decode.cache_clear()
+    sources.decode.cache_clear()
     first = load_splits(digits(), tmp_path)
     second = load_splits(digits(classes=[1, 2]), tmp_path)
-    info = dataset_sources.decode.cache_info()
+    info = sources.decode.cache_info()
     assert (info.misses, info.hits) == (1, 1)
     assert first.x_train is not second.x_train  # each job gets its own copy of its rows

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from service.artifacts import CARD as CARD_FILE
 from service.artifacts import CHECKPOINT as CHECKPOINT_FILE
 from service.artifacts import MODEL as MODEL_FILE
-from service.datasets import load_splits
+from service.data.splits import load_splits
 from service.spec import JobSpec
 from workers.training.checkpoint import load_model
 from workers.training.engine import train_job

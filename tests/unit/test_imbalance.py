@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.dataset_arrays import DatasetError
-from service.imbalance import default_minority, exponential_counts, keep_rows, target_counts
+from service.data.imbalance import default_minority, exponential_counts, keep_rows, target_counts
+from service.errors import DatasetError
 from service.spec import ImbalanceSpec
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from service import artifacts
-from service.inference import ModelCache, predict, to_batch
+from service.api.predict import ModelCache, predict, to_batch
+from service.errors import ArtifactMissing
 from service.settings import Settings
 from workers.training.checkpoint import save_model
 from workers.training.models import build_model
@@ -47,5 +48,5 @@ def test_a_model_is_loaded_once_and_the_least_recently_used_is_evicted(tmp_path:
     assert sum(prediction["probabilities"]) == pytest.approx(1.0)
 
     cache.get(settings, "two", capacity=1)  # evicts "one", whose files are gone
-    with pytest.raises(artifacts.ArtifactMissing, match=r"card\.json"):
+    with pytest.raises(ArtifactMissing, match=r"card\.json"):
         cache.get(settings, "one", capacity=1)

@@ -1,4 +1,4 @@
-"""Log formats and the job id stamped on a worker's lines (workers.logs)."""
+"""Log formats and the job id stamped on a worker's lines (service.logs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.logs import configure_logging, job_logging
+from service.logs import configure_logging, job_logging
 
 
 @pytest.fixture

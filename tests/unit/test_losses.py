@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from service.datasets import DatasetError
+from service.errors import DatasetError
+from service.rebalance.weights import job_weights
 from service.spec import JobSpec, LossSpec
-from service.weights import job_weights
 from tests.unit.test_weights import splits_of
 from workers.training.losses import build_loss
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.datasets import DatasetError
+from service.architectures import arch_kwargs, count_parameters
+from service.errors import DatasetError
 from service.spec import JobSpec, ModelSpec
 from tests.unit.test_engine import run as run_job
 from workers.training.checkpoint import load_model, save_model
-from workers.training.models import ARCHS, arch_kwargs, build_model
+from workers.training.models import ARCHS, build_model
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST, CIFAR-10
 
@@ -49,6 +50,27 @@ def test_resnet18_has_torchvisions_weights_with_a_3x3_stem() -> None:
     # torchvision's resnet18(num_classes=10) has 11,181,642 weights with its 7x7 stem conv
     # (3*64*49 = 9,408); the 3x3 stem has 3*64*9 = 1,728: 11,181,642 - 9,408 + 1,728.
     assert n_weights(build_model("resnet18", (3, 32, 32), 10)) == 11_173_962
+
+
+CONV_ARCHS = ("small_cnn", "resnet18", "resnet32")
+MODELS = [
+    *[(arch, {}, shape) for arch in CONV_ARCHS for shape in IMAGE_SHAPES],
+    ("mlp", {"width": 256, "depth": 2}, (1, 8, 8)),
+    ("mlp", {"width": 7, "depth": 1}, (3, 32, 32)),
+    ("mlp", {"width": 4096, "depth": 8}, (20,)),
+]
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 1000])
+@pytest.mark.parametrize(("arch", "kwargs", "shape"), MODELS)
+def test_the_apis_parameter_count_is_what_torch_counts(
+    arch: str, kwargs: dict[str, int], shape: tuple[int, ...], num_classes: int
+) -> None:
+    # The API sizes a model at submit time without torch (COUNTERWEIGHT_MAX_MODEL_PARAMETERS);
+    # the count must be the built model's, parameter for parameter.
+    with torch.device("meta"):  # shapes only: 8 layers of 4096 allocate nothing
+        model = build_model(arch, shape, num_classes, **kwargs)
+    assert count_parameters(arch, kwargs, shape, num_classes) == n_weights(model)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))

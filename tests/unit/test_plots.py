@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from service import artifacts
+from service.errors import ArtifactMissing
 from service.settings import Settings
+from service.storage.jobs import plot_file
 from workers.plots import FIGURE_SIZE_PX, recall_figure, render_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -64,11 +66,11 @@ def test_a_plot_name_outside_the_known_set_never_reaches_the_filesystem(tmp_path
     settings = Settings(home=tmp_path)
     job_dir = artifacts.job_dir(settings.artifacts_dir, "abc123")
     render_plots(metrics(), CLASSES, job_dir)
-    found = artifacts.plot_file(settings, "abc123", "recall", list(artifacts.PLOT_NAMES))
+    found = plot_file(settings, "abc123", "recall", list(artifacts.PLOT_NAMES))
     assert found == artifacts.plots_dir(job_dir) / "recall.png"
     for name in ("../card", "secret", "recall.png"):
-        with pytest.raises(artifacts.ArtifactMissing, match="available plots: curves, recall"):
-            artifacts.plot_file(settings, "abc123", name, list(artifacts.PLOT_NAMES))
+        with pytest.raises(ArtifactMissing, match="available plots: curves, recall"):
+            plot_file(settings, "abc123", name, list(artifacts.PLOT_NAMES))
     # A job whose metrics list no plots (rendering failed) has none to serve.
-    with pytest.raises(artifacts.ArtifactMissing, match="available plots: none"):
-        artifacts.plot_file(settings, "abc123", "recall", [])
+    with pytest.raises(ArtifactMissing, match="available plots: none"):
+        plot_file(settings, "abc123", "recall", [])

@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from service.artifacts import CARD, MODEL
-from service.sequence_data import plan_sequence_splits
+from service.data.sequences import plan_sequence_splits
+from service.data.uploads import upload_path
+from service.rebalance.weights import job_weights
 from service.spec import JobSpec, LossSpec
-from service.uploads import upload_path
-from service.weights import job_weights
 from tests.sequences import tagging_arrays, write_npz
 from workers.training.engine import train_job
 from workers.training.losses import build_loss

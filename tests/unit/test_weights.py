@@ -1,4 +1,4 @@
-"""Class weight rules and loss terms on hand-checked counts (service.weights, numpy only)."""
+"""Class weight rules and loss terms on hand-checked counts (service.rebalance.weights)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.datasets import DatasetError, Splits
-from service.spec import JobSpec, LossSpec
-from service.weights import (
+from service.data.splits import Splits
+from service.errors import DatasetError
+from service.rebalance.weights import (
     effective_number,
     focal_alpha,
     job_weights,
@@ -19,6 +19,7 @@ from service.weights import (
     loss_terms,
     resolve_class_weight,
 )
+from service.spec import JobSpec, LossSpec
 
 NAMES = ["3", "8"]  # digits with dataset.classes [3, 8]: index 0 is the class named "3"
 

@@ -22,15 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from service.datasets import Splits, load_splits
-from service.fit import augment_enabled
+from service.architectures import arch_kwargs, augment_enabled
+from service.data.splits import Splits, load_splits
+from service.rebalance.weights import job_weights
 from service.spec import JobSpec
-from service.weights import job_weights
 from workers.training.augment import augment_batch, batch_generator
 from workers.training.loop import Progress, Trainer, TrainingResult, finish_job, run_epochs
 from workers.training.losses import build_loss
 from workers.training.metrics import evaluate
-from workers.training.models import Classifier, arch_kwargs, build_model
+from workers.training.models import Classifier, build_model
 from workers.training.optim import build_optimizer
 from workers.training.sampling import epoch_indices, epoch_length
 from workers.training.tagging import train_tagger

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from service.rebalance.weights import JobWeights
 from service.spec import JobSpec, TrainSpec
-from service.weights import JobWeights
 from workers.training.checkpoint import load_checkpoint, save_checkpoint, save_model
 from workers.training.optim import lr_at, set_lr
 
@@ -44,7 +44,7 @@ class Progress:
     eta_seconds: float | None  # None until a batch has been timed
     metrics: dict[str, float]  # train_loss (running, this epoch) and the latest val_* metrics
     # Set on the report at the end of an epoch: that epoch's history row, which the
-    # worker passes on as an "epoch" event (service.queue.events).
+    # worker passes on as an "epoch" event (service.store.queue.events).
     history_row: dict[str, Any] | None = None
 
 

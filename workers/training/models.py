@@ -4,7 +4,8 @@ Every model is a `Classifier`: it starts with a `Normalize` layer whose mean and
 std are buffers fitted on the training split, so they travel in the state dict
 (and the safetensors file) and the served model takes raw inputs in [0, 1].
 To add an arch: subclass Classifier, register it in ARCHS, and say in
-`arch_kwargs` which ModelSpec fields it takes.
+service.architectures which ModelSpec fields it takes (`arch_kwargs`) and how many
+parameters it has (`count_parameters`, which the API checks without torch).
 
 The convolutional archs take images (n, C, H, W) with any number of channels and
 end in global average pooling, so one arch fits 8x8 digits, 28x28 MNIST and
@@ -18,17 +19,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from service.fit import CONV_ARCHS, check_arch_input
+from service.architectures import (
+    RESNETS,
+    SMALL_CNN_CHANNELS,
+    ResNetShape,
+    Shortcut,
+    check_arch_input,
+)
+from service.errors import NotAClassifier
 from service.spec import ModelSpec
-
-SMALL_CNN_CHANNELS = (32, 64, 128)
 
 
 class Normalize(nn.Module):
@@ -132,9 +138,6 @@ class SmallCNN(ConvClassifier):
         super().__init__(input_shape, nn.Sequential(*layers))
 
 
-Shortcut = Literal["projection", "pad"]
-
-
 class BasicBlock(nn.Module):
     """Two 3x3 convs with an identity shortcut (He et al. 2016). Where the shape changes,
     the shortcut is either a 1x1 conv + batch norm ("projection", option B, torchvision's
@@ -171,21 +174,14 @@ class ResNet(ConvClassifier):
     """A 3x3 stride-1 stem conv, stages of BasicBlocks (each stage after the first halves
     the resolution and starts with a strided block), global average pooling, linear."""
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        num_classes: int,
-        *,
-        widths: Sequence[int],
-        blocks_per_stage: int,
-        shortcut: Shortcut,
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, shape: ResNetShape) -> None:
+        widths = shape.widths
         layers: list[nn.Module] = [*conv_bn(input_shape[0], widths[0]), nn.ReLU(inplace=True)]
         c_in = widths[0]
         for stage, c_out in enumerate(widths):
-            for block in range(blocks_per_stage):
+            for block in range(shape.blocks_per_stage):
                 stride = 2 if stage > 0 and block == 0 else 1
-                layers.append(BasicBlock(c_in, c_out, stride, shortcut))
+                layers.append(BasicBlock(c_in, c_out, stride, shape.shortcut))
                 c_in = c_out
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
         super().__init__(input_shape, nn.Sequential(*layers))
@@ -198,13 +194,7 @@ class ResNet18(ResNet):
     inputs and 10 classes."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
-        super().__init__(
-            input_shape,
-            num_classes,
-            widths=(64, 128, 256, 512),
-            blocks_per_stage=2,
-            shortcut="projection",
-        )
+        super().__init__(input_shape, num_classes, RESNETS["resnet18"])
 
 
 class ResNet32(ResNet):
@@ -213,9 +203,7 @@ class ResNet32(ResNet):
     464,154 weights for 3x32x32 inputs and 10 classes."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
-        super().__init__(
-            input_shape, num_classes, widths=(16, 32, 64), blocks_per_stage=5, shortcut="pad"
-        )
+        super().__init__(input_shape, num_classes, RESNETS["resnet32"])
 
 
 class CharEncoder(nn.Module):
@@ -288,10 +276,6 @@ class BiLSTMTagger(nn.Module):
         return logits
 
 
-class NotAClassifier(ValueError):
-    """A model card of a tagger where a classifier is needed (HTTP 422 from predict)."""
-
-
 def tagger_kwargs(model: ModelSpec) -> dict[str, Any]:
     """bilstm_tagger's BiLSTMTagger keyword arguments from the spec (the data's vocabulary
     sizes come from the data)."""
@@ -315,17 +299,6 @@ ARCHS: dict[str, Callable[..., Classifier]] = {
     "resnet18": ResNet18,
     "resnet32": ResNet32,
 }
-
-
-def arch_kwargs(model: ModelSpec) -> dict[str, Any]:
-    """The ModelSpec fields that `model.arch` takes, as build_model keyword arguments."""
-    if model.arch == "mlp":
-        return {"width": model.width, "depth": model.depth}
-    if model.arch in CONV_ARCHS:
-        return {}  # fixed architectures: nothing to choose
-    if model.arch == "bilstm_tagger":
-        raise ValueError("bilstm_tagger is not a classifier: see tagger_kwargs")
-    raise ValueError(f"unknown arch {model.arch!r}")
 
 
 def build_model(

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from service.sequence_data import Sentences, SequenceSplits, plan_sequence_splits
+from service.data.sequences import Sentences, SequenceSplits, plan_sequence_splits
+from service.rebalance.weights import job_weights
 from service.spec import JobSpec
-from service.weights import job_weights
 from workers.training.loop import Progress, Trainer, TrainingResult, finish_job, run_epochs
 from workers.training.losses import Loss, build_loss
 from workers.training.metrics import evaluate_tokens

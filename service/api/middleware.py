@@ -1,0 +1,49 @@
+"""ASGI middleware of the API: the cap on request bodies (COUNTERWEIGHT_MAX_REQUEST_BYTES)."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Routes that stream their body and enforce their own cap (POST /v1/datasets:
+# COUNTERWEIGHT_MAX_UPLOAD_BYTES), as (method, path).
+STREAMED_ROUTES = frozenset({("POST", "/v1/datasets")})
+
+
+def _too_large(cap: int) -> HTTPException:
+    return HTTPException(
+        413, f"request body: larger than {cap} bytes (COUNTERWEIGHT_MAX_REQUEST_BYTES)"
+    )
+
+
+class BodySizeLimit:
+    """ASGI middleware: a body over `max_bytes` is a 413. A declared Content-Length is
+    refused before a byte is read; a chunked body is counted as the app reads it, and
+    the HTTPException raised mid-read reaches the app's handlers as any other."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in STREAMED_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            detail = _too_large(self.max_bytes).detail
+            await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _too_large(self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)

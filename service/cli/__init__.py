@@ -1,0 +1,1 @@
+"""The `counterweight` command: `main` is its entry point (service.cli.main)."""

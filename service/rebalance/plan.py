@@ -1,0 +1,131 @@
+"""What a spec resolves to on its split data, before anything trains: class counts,
+effective weights, warnings.
+
+Shared by `POST /v1/jobs` (refuse what cannot run, at submit time) and
+`POST /v1/jobs/validate` (show the user what they asked for); the API splits the
+data (service.api.admission) and hands the split here. Warnings are for specs that
+are legal but likely wrong (DESIGN.md §4); notes say how a legal spec will behave
+where that is easy to miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from service.rebalance.weights import DRW_BETA, TrainingSet, job_weights
+from service.spec import REBALANCING_LOSSES, JobSpec, LossSpec
+
+FEW_SAMPLES = 10
+# The LossSpec options each loss type reads; `reduction` applies to all of them.
+LOSS_OPTIONS: dict[str, set[str]] = {
+    "cross_entropy": {"label_smoothing"},
+    "focal": {"gamma", "alpha"},
+    "class_balanced": {"beta", "base", "gamma", "alpha", "label_smoothing"},
+    "ldam": {"max_margin", "scale", "drw_epoch", "label_smoothing"},
+    "balanced_softmax": {"label_smoothing"},
+    "logit_adjusted": {"tau", "label_smoothing"},
+}
+FOCAL_OPTIONS = {"gamma", "alpha"}
+
+
+class PlannedSplits(TrainingSet, Protocol):
+    """service.data's SplitPlan or SequenceSplits: a training set, and its counts."""
+
+    @property
+    def counts(self) -> dict[str, list[int]]:
+        """Samples (words) per class in each split: train, val, test."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    class_names: list[str]
+    counts: dict[str, list[int]]
+    class_weight: list[float]  # effective, per class: see weights.effective_class_weight
+    warnings: list[str]
+    notes: list[str]
+
+
+def _name(c: int, class_names: list[str]) -> str:
+    return f"class {c} ({class_names[c]!r})"
+
+
+def _rebalancing_loss(loss: LossSpec) -> str | None:
+    """The loss's name if it re-balances the classes by itself, else None."""
+    if loss.type in REBALANCING_LOSSES or (loss.type == "ldam" and loss.drw_epoch is not None):
+        return f"loss {loss.type!r}" + (" with drw_epoch" if loss.type == "ldam" else "")
+    return None
+
+
+def _reweighted_twice(spec: JobSpec) -> list[str]:
+    rebalancing_loss = _rebalancing_loss(spec.loss)
+    ways = [
+        *([f"sampler {spec.sampler!r}"] if spec.sampler != "none" else []),
+        *(["class_weight"] if spec.class_weight is not None else []),
+        *([rebalancing_loss] if rebalancing_loss else []),
+    ]
+    if len(ways) < 2:
+        return []
+    return [
+        f"re-weighting twice: {' and '.join(ways)} each re-balance the classes; together they "
+        "over-weight the rare classes. Use one of them"
+    ]
+
+
+def _grows_with_frequency(train: list[int], weight: list[float], names: list[str]) -> list[str]:
+    """The majority class has the largest effective weight: frequencies used as weights."""
+    majority = int(np.argmax(train))
+    if len(set(train)) == 1 or len(set(weight)) == 1 or weight[majority] != max(weight):
+        return []
+    return [
+        f"class weights grow with class frequency: {_name(majority, names)} has the most "
+        f"training samples ({train[majority]}) and the largest effective weight "
+        f"({weight[majority]:.4g}); weights should be inverse to frequency: use "
+        'class_weight "balanced" (n / (k * n_c)) rather than the class frequencies'
+    ]
+
+
+def _ignored_loss_options(loss: LossSpec) -> list[str]:
+    used = LOSS_OPTIONS[loss.type] | {"reduction"}
+    if loss.type == "class_balanced":
+        used -= {"label_smoothing"} if loss.base == "focal" else FOCAL_OPTIONS
+    ignored = sorted(loss.model_fields_set - used - {"type"})
+    return [
+        f"loss.{option} does not apply to loss {loss.type!r}; it is ignored" for option in ignored
+    ]
+
+
+def plan(spec: JobSpec, splits: PlannedSplits) -> Plan:
+    """The weights the worker will train with on `splits`, and what is likely wrong with
+    them; raises DatasetError for what cannot run. For sequence labeling the classes are
+    the tags and the counts are words (never padding)."""
+    weights = job_weights(spec, splits)
+    samples = "words" if spec.task == "sequence_labeling" else "samples"
+    names = splits.class_names
+    counts = splits.counts
+    train = counts["train"]
+    warnings = [
+        f"{_name(c, names)} has only {n} training {samples} "
+        f"(fewer than {FEW_SAMPLES}); its metrics will be noisy"
+        for c, n in enumerate(train)
+        if n < FEW_SAMPLES
+    ]
+    warnings += [
+        f"class_weight does not name {_name(c, names)}; it gets weight 1.0"
+        for c in weights.class_weight.left_out
+    ]
+    warnings += weights.class_weight.warnings
+    warnings += _grows_with_frequency(train, weights.effective, names)
+    warnings += _reweighted_twice(spec)
+    warnings += _ignored_loss_options(spec.loss)
+    notes = []
+    if weights.loss.drw_class_weight is not None:
+        drw = [round(float(w), 4) for w in weights.loss.drw_class_weight]
+        notes.append(
+            f"loss 'ldam' re-weights from epoch {spec.loss.drw_epoch} on (deferred "
+            f"re-weighting): its class weights switch from 1 to {drw} (effective number, "
+            f"beta {DRW_BETA}); class_weight shows the weights before the switch"
+        )
+    return Plan(names, counts, weights.effective, warnings, notes)

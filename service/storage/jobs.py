@@ -1,0 +1,42 @@
+"""A job's files (service.artifacts) in the artifact store, and this host's copies of
+them under <home>/artifacts/jobs/<job id>/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.artifacts import PLOT_NAMES, job_key, plot_name
+from service.errors import ArtifactMissing
+from service.settings import Settings
+from service.storage import Storage, storage_for
+
+
+def upload(storage: Storage, home: Path, job_id: str, name: str) -> None:
+    """Put this host's copy of a job's file into the store."""
+    key = job_key(job_id, name)
+    storage.upload(key, home / key)
+
+
+def fetch(storage: Storage, home: Path, job_id: str, name: str) -> bool:
+    """Copy a job's file from the store to this host (replacing an older copy);
+    False if the store has none."""
+    key = job_key(job_id, name)
+    return storage.download(key, home / key)
+
+
+def job_file(settings: Settings, job_id: str, name: str) -> Path:
+    """This host's copy of a finished job's file, fetched from the store on first use.
+    A finished job's files never change, so a copy on this host is never stale."""
+    path = settings.home / job_key(job_id, name)
+    if path.is_file() or fetch(storage_for(settings), settings.home, job_id, name):
+        return path
+    raise ArtifactMissing(f"job {job_id} has no {name} in the artifact store")
+
+
+def plot_file(settings: Settings, job_id: str, name: str, listed: list[str]) -> Path:
+    """The PNG of plot `name` of a job whose metrics list `listed`. Only the known
+    names reach the store; anything else is ArtifactMissing naming what there is."""
+    if name not in PLOT_NAMES or name not in listed:
+        available = ", ".join(listed) or "none"
+        raise ArtifactMissing(f"job {job_id} has no plot {name!r}; available plots: {available}")
+    return job_file(settings, job_id, plot_name(name))

@@ -1,0 +1,222 @@
+"""SQLAlchemy models. Alembic migrations in `migrations/` must match these."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service.data.npz import DatasetKind
+from service.store.clock import db_now
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so that migrations can refer to them on both backends.
+    metadata = MetaData(
+        naming_convention={
+            "pk": "pk_%(table_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+# Owner of everything created while the service runs open (no API keys configured).
+DEFAULT_TENANT = "default"
+
+
+class Sweep(Base):
+    """A grid over a base spec (service.store.sweeps); its jobs point back here with sweep_id."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    # As the client sent them: the table's cells are re-derived from these and the jobs.
+    base: Mapped[dict[str, Any]]
+    grid: Mapped[dict[str, Any]]  # {"<dotted.path>": [values...]}, in the client's order
+    tenant: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    __table_args__ = (Index("ix_sweeps_tenant_created", "tenant", "created_at"),)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, name="job_status", native_enum=False, length=16, create_constraint=True),
+        default=JobStatus.queued,
+    )
+    spec: Mapped[dict[str, Any]]
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    # Lease: who runs it and until when (database clock). Null when not running.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    # A retried job waits until this time before it can be claimed again.
+    run_after: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    progress: Mapped[dict[str, Any] | None]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    # Who submitted it (service.store.keys); another tenant's key sees a 404 for this job.
+    tenant: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
+    # Unique per tenant, so that two tenants' keys never replay each other's jobs.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    spec_fingerprint: Mapped[str] = mapped_column(String(64))
+    # The sweep that queued this job, if any (GET /v1/sweeps/{id} reads its jobs by it).
+    sweep_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("sweeps.id", name="fk_jobs_sweep"), index=True
+    )
+
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # The claim query filters on status and orders by priority, then age.
+        Index("ix_jobs_claim", "status", "priority", "created_at"),
+        # Listing newest first (a backward scan serves the descending order).
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+    )
+
+
+class Dataset(Base):
+    """An uploaded dataset (service.store.datasets); its arrays live in
+    <home>/datasets/<id>.npz (service.data.uploads)."""
+
+    __tablename__ = "datasets"
+
+    # Chosen before the row exists (service.api.uploads): it also names the file.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # As the client named it, for display only: never used to build a path.
+    filename: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[DatasetKind] = mapped_column(
+        Enum(DatasetKind, name="dataset_kind", native_enum=False, length=16, create_constraint=True)
+    )
+    # {"x_train": [N, ...], "y_train": [N], ...}: one entry per array in the file.
+    shapes: Mapped[dict[str, Any]]
+    # {"train": [n_0, n_1, ...], "test": [...]}: samples per class.
+    class_counts: Mapped[dict[str, Any]]
+    num_classes: Mapped[int] = mapped_column(Integer)
+    # The file's class_names array, or null when it has none (names are then "0".."k-1").
+    class_names: Mapped[list[str] | None] = mapped_column(JSON)
+    has_sample_weight: Mapped[bool] = mapped_column(Boolean)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    tenant: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    __table_args__ = (
+        Index("ix_datasets_created", "created_at", "id"),
+        Index("ix_datasets_tenant_created", "tenant", "created_at", "id"),
+    )
+
+
+class JobEvent(Base):
+    """One entry of a job's event stream (service.store.queue.events, GET /v1/jobs/{id}/events).
+
+    seq numbers a job's events 1, 2, 3 ... in commit order; id orders all events
+    across jobs, so the API's poller can fetch everything new with one query.
+    """
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", name="fk_job_events_job"))
+    seq: Mapped[int] = mapped_column(Integer)
+    # "status" | "progress" | "epoch"
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+    # The unique (job_id, seq) index also serves replays and max(seq) per job.
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+
+
+class WorkerRecord(Base):
+    """A worker process, registered at start with a fresh id (GET /v1/workers).
+
+    A worker is live while it keeps heartbeat_at fresh and has not set stopped_at;
+    one that was SIGKILLed simply goes stale.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(128))  # "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+    current_job_id: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    heartbeat_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    stopped_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_workers_heartbeat", "heartbeat_at"),)
+
+
+class ApiKey(Base):
+    """An API key (service.store.keys). Only its SHA-256 is stored; the key is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Keys are 256 random bits, so a plain SHA-256 is enough: nothing to brute-force.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The key's first characters, to tell keys apart in listings without revealing them.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    revoked_at: Mapped[datetime | None]

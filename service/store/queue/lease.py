@@ -1,0 +1,150 @@
+"""What a worker does with a job it holds: heartbeat, finish, fail, release.
+
+Each update matches on (id, owner, attempt, status=running) and on a lease that
+has not yet expired by the database's clock; zero rows updated means the worker
+lost the job, and it is told so with LeaseLost instead of overwriting someone
+else's run. The statements are built once, with bound parameters: building
+one costs more than running it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import JSON, Float, Integer, String, Text, bindparam, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import UpdateBase
+
+from service.errors import LeaseLost
+from service.store.clock import db_now
+from service.store.models import Job, JobStatus
+from service.store.queue.events import record_event, record_status
+
+MAX_BACKOFF_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one attempt of one job."""
+
+    job_id: str
+    owner: str
+    attempt: int
+    max_attempts: int
+
+    @classmethod
+    def of(cls, job: Job) -> Lease:
+        assert job.owner is not None, "only a claimed job has a lease"
+        return cls(job.id, job.owner, job.attempt, job.max_attempts)
+
+
+def _update_held(**values: Any) -> UpdateBase:
+    return (
+        update(Job)
+        .where(
+            # Parameter names differ from the columns': update() reserves those for SET.
+            Job.id == bindparam("held_id", type_=String()),
+            Job.owner == bindparam("held_owner", type_=String()),
+            Job.attempt == bindparam("held_attempt", type_=Integer()),
+            Job.status == JobStatus.running,
+            Job.lease_expires_at > db_now(),
+        )
+        .values(**values)
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+_RENEW = {
+    "lease_expires_at": db_now(bindparam("lease_seconds", type_=Float())),
+    "heartbeat_at": db_now(),
+}
+HEARTBEAT = _update_held(**_RENEW)
+HEARTBEAT_WITH_PROGRESS = _update_held(**_RENEW, progress=bindparam("new_progress", type_=JSON()))
+_ENDED = {"lease_expires_at": None, "finished_at": db_now()}
+FINISH = _update_held(
+    status=JobStatus.succeeded, result=bindparam("new_result", type_=JSON()), error=None, **_ENDED
+)
+MARK_CANCELLED = _update_held(status=JobStatus.cancelled, **_ENDED)
+FAIL = _update_held(status=JobStatus.failed, error=bindparam("new_error", type_=Text()), **_ENDED)
+RETRY = _update_held(
+    status=JobStatus.queued,
+    error=bindparam("new_error", type_=Text()),
+    owner=None,
+    lease_expires_at=None,
+    run_after=db_now(bindparam("delay", type_=Float())),
+)
+RELEASE = _update_held(status=JobStatus.queued, owner=None, lease_expires_at=None)
+
+
+def _run(session: Session, statement: UpdateBase, lease: Lease, **params: Any) -> Job:
+    held = {"held_id": lease.job_id, "held_owner": lease.owner, "held_attempt": lease.attempt}
+    job: Job | None = session.scalars(statement, {**held, **params}).one_or_none()
+    if job is None:
+        raise LeaseLost(lease.job_id, lease.owner, lease.attempt)
+    return job
+
+
+def heartbeat(
+    session: Session,
+    lease: Lease,
+    *,
+    lease_seconds: float,
+    progress: dict[str, Any] | None,
+    epochs: Sequence[dict[str, Any]] = (),
+) -> bool:
+    """Renew the lease and store progress; returns whether cancellation was requested.
+
+    `epochs` are the history rows of epochs finished since the last heartbeat: each
+    becomes an "epoch" event, then `progress` a "progress" event. Written only after
+    the UPDATE succeeded, so a lost lease records nothing.
+    """
+    if progress is None:
+        job = _run(session, HEARTBEAT, lease, lease_seconds=lease_seconds)
+    else:
+        job = _run(
+            session,
+            HEARTBEAT_WITH_PROGRESS,
+            lease,
+            lease_seconds=lease_seconds,
+            new_progress=progress,
+        )
+    for row in epochs:
+        record_event(session, lease.job_id, "epoch", row)
+    if progress is not None:
+        record_event(session, lease.job_id, "progress", progress)
+    return job.cancel_requested
+
+
+def finish(session: Session, lease: Lease, *, result: dict[str, Any]) -> Job:
+    return _with_status(session, _run(session, FINISH, lease, new_result=result))
+
+
+def mark_cancelled(session: Session, lease: Lease) -> Job:
+    """The worker stopped a job whose cancellation was requested."""
+    return _with_status(session, _run(session, MARK_CANCELLED, lease))
+
+
+def fail(
+    session: Session, lease: Lease, *, error: str, retryable: bool, backoff_seconds: float
+) -> Job:
+    """Fail this attempt: retry after a backoff while attempts remain, else fail the job."""
+    if retryable and lease.attempt < lease.max_attempts:
+        delay = min(backoff_seconds * 2 ** (lease.attempt - 1), MAX_BACKOFF_SECONDS)
+        return _with_status(session, _run(session, RETRY, lease, new_error=error, delay=delay))
+    if retryable:
+        error = f"{error} (attempt {lease.attempt} of {lease.max_attempts}; no retries left)"
+    return _with_status(session, _run(session, FAIL, lease, new_error=error))
+
+
+def release(session: Session, lease: Lease) -> Job:
+    """Give a job back to the queue untouched (worker shutting down): it resumes elsewhere."""
+    return _with_status(session, _run(session, RELEASE, lease))
+
+
+def _with_status(session: Session, job: Job) -> Job:
+    """Record the status `job` was just moved to, in the transaction that moved it."""
+    record_status(session, job)
+    return job

@@ -1,0 +1,52 @@
+"""Rescuing jobs whose worker went silent (killed, machine lost).
+
+One UPDATE decides every expired job at once; its WHERE clause is evaluated
+under the row lock (Postgres) or the write lock (SQLite), so a job that its
+worker finishes or heartbeats concurrently is never rescued by mistake.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import case, literal, update
+from sqlalchemy.orm import Session
+
+from service.store.clock import db_now
+from service.store.models import Job, JobStatus
+from service.store.queue.events import record_status_of
+
+LEASE_EXPIRED = "worker stopped heartbeating (lease expired)"
+
+
+def sweep_expired(session: Session) -> list[tuple[str, JobStatus]]:
+    """Re-queue (or fail, or cancel) running jobs whose lease expired; returns what changed."""
+    status_type = Job.__table__.c.status.type
+    cancelled = Job.cancel_requested.is_(True)
+    exhausted = Job.attempt >= Job.max_attempts
+    terminal = cancelled | exhausted
+    statement = (
+        update(Job)
+        .where(Job.status == JobStatus.running, Job.lease_expires_at <= db_now())
+        .values(
+            status=case(
+                (cancelled, literal(JobStatus.cancelled, status_type)),
+                (exhausted, literal(JobStatus.failed, status_type)),
+                else_=literal(JobStatus.queued, status_type),
+            ),
+            error=case(
+                (cancelled, Job.error),
+                (exhausted, literal(f"{LEASE_EXPIRED}; no retries left")),
+                else_=literal(LEASE_EXPIRED),
+            ),
+            owner=case((terminal, Job.owner), else_=None),
+            lease_expires_at=None,
+            # Lost workers say nothing about the job itself: retry at once, no backoff.
+            run_after=db_now(),
+            finished_at=case((terminal, db_now()), else_=None),
+        )
+        .returning(Job.id, Job.status, Job.attempt, Job.error)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(statement).all()
+    for row in rows:
+        record_status_of(session, row.id, row.status, attempt=row.attempt, error=row.error)
+    return [(row.id, row.status) for row in rows]
