@@ -11,18 +11,21 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 
 # Dependencies first, from pyproject.toml alone: code changes do not reinstall torch.
+# (counterweight-client is this repository's own, installed with the code below.)
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] if not d.startswith('counterweight')))" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
 COPY README.md ./
+COPY client ./client
 COPY service ./service
 COPY workers ./workers
-COPY counterweight_client ./counterweight_client
 COPY migrations ./migrations
-# Editable: the migrations are found beside the code (service/db/engine.py). The two
-# directories exist in the image so that volumes mounted there belong to its user.
-RUN pip install --no-deps -e . \
+# A regular install: the code, the migrations and the client land in site-packages as
+# counterweight.* and counterweight_client. The two directories exist in the image so
+# that volumes mounted there belong to its user.
+RUN pip install --no-deps ./client . \
+    && rm -rf /app/build /app/*.egg-info /app/client/build \
     && useradd --create-home --uid 1000 counterweight \
     && mkdir -p "$COUNTERWEIGHT_HOME" /var/lib/counterweight-store \
     && chown counterweight "$COUNTERWEIGHT_HOME" /var/lib/counterweight-store

@@ -39,8 +39,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store.engine import make_engine, make_session_factory
-from service.store.models import Job, JobEvent, JobStatus, WorkerRecord
+from counterweight.service.store.engine import make_engine, make_session_factory
+from counterweight.service.store.models import Job, JobEvent, JobStatus, WorkerRecord
 from tests.processes import Service, free_port
 
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.spec import JobSpec
-from workers.training.engine import train_job
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.engine import train_job
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 

@@ -83,7 +83,7 @@ def run_wrk(
 
 def create_key(service: Service) -> str:
     made = subprocess.run(
-        [sys.executable, "-m", "service.cli", "keys", "create", "--tenant", "bench"],
+        [sys.executable, "-m", "counterweight.service.cli", "keys", "create", "--tenant", "bench"],
         env=service.env,
         capture_output=True,
         text=True,

@@ -16,12 +16,17 @@ from multiprocessing.synchronize import Barrier
 
 from sqlalchemy import func, select
 
-from service.spec import JobSpec
-from service.store.engine import make_engine, make_session_factory, transaction, upgrade
-from service.store.models import Job
-from service.store.queue.claim import claim
-from service.store.queue.enqueue import enqueue
-from service.store.queue.lease import Lease, finish
+from counterweight.service.spec import JobSpec
+from counterweight.service.store.engine import (
+    make_engine,
+    make_session_factory,
+    transaction,
+    upgrade,
+)
+from counterweight.service.store.models import Job
+from counterweight.service.store.queue.claim import claim
+from counterweight.service.store.queue.enqueue import enqueue
+from counterweight.service.store.queue.lease import Lease, finish
 from tests.databases import drop_postgres_database, new_postgres_database
 
 

@@ -57,11 +57,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.datasets import ImageFolder
 
 from bench.imbalance_cifar import ensure_cifar
-from service.spec import JobSpec, TrainSpec
+from counterweight.service.spec import JobSpec, TrainSpec
+from counterweight.workers.training.engine import train_job
+from counterweight.workers.training.models import build_model
+from counterweight.workers.training.optim import build_optimizer
 from tests.processes import TERMINAL, Service
-from workers.training.engine import train_job
-from workers.training.models import build_model
-from workers.training.optim import build_optimizer
 
 PAIR = ("airplane", "automobile")  # CIFAR-10 classes 0 and 1: 5,000 training images each
 PAIR_FOLDER = "cifar10-" + "-".join(PAIR)

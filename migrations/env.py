@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from service.store.engine import make_engine
-from service.store.models import Base
+from counterweight.service.store.engine import make_engine
+from counterweight.service.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

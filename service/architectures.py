@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from service.errors import DatasetError
-from service.spec import JobSpec, ModelSpec
+from counterweight.service.errors import DatasetError
+from counterweight.service.spec import JobSpec, ModelSpec
 
 CONV_ARCHS = ("small_cnn", "resnet18", "resnet32")
 SMALL_CNN_CHANNELS = (32, 64, 128)

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store.engine import make_engine, make_session_factory, upgrade
+from counterweight.service.store.engine import make_engine, make_session_factory, upgrade
 from tests.databases import drop_postgres_database, new_postgres_database
 
 

@@ -13,7 +13,7 @@ import uuid
 import psycopg
 from sqlalchemy.engine import make_url
 
-from service.store.engine import libpq_dsn
+from counterweight.service.store.engine import libpq_dsn
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "COUNTERWEIGHT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -42,7 +42,7 @@ class Service:
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "service.cli", *args]
+        command = [sys.executable, "-m", "counterweight.service.cli", *args]
         with (self.home / f"{name}-{len(self.processes)}.log").open("wb") as log:
             proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(proc)

@@ -3,5 +3,6 @@
 worker.py (the loop: claim, train, record), heartbeat.py (lease renewal, progress
 out, cancel in) and plots.py build on service's store, storage, data and rebalance;
 training/ builds on data and rebalance alone and never touches the database, the
-artifact store or the API. `python -m workers` runs one worker (__main__.py).
+artifact store or the API. `python -m counterweight.workers` runs one worker
+(__main__.py).
 """

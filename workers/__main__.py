@@ -1,14 +1,15 @@
-"""The worker program: `python -m workers [--device D]`, what `counterweight worker`
-runs. Claims jobs from the queue and trains them until SIGTERM or SIGINT."""
+"""The worker program: `python -m counterweight.workers [--device D]`, which
+`counterweight worker` runs. Claims jobs from the queue and trains them until
+SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from service.logs import configure_logging
-from service.settings import Settings
-from workers.worker import run_worker
+from counterweight.service.logs import configure_logging
+from counterweight.service.settings import Settings
+from counterweight.workers.worker import run_worker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         configure_logging()  # COUNTERWEIGHT_LOG_LEVEL, COUNTERWEIGHT_LOG_FORMAT (text | json)
-    except ValueError as exc:
-        print(f"counterweight: {exc}", file=sys.stderr)
+    except ValueError as exc:  # before logging exists: say it plainly
+        sys.stderr.write(f"counterweight: {exc}\n")
         return 2
     run_worker(Settings(), args.device)
     return 0

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import LeaseLost
-from service.store.engine import transaction
-from service.store.queue import workers
-from service.store.queue.lease import Lease, heartbeat
+from counterweight.service.errors import LeaseLost
+from counterweight.service.store.engine import transaction
+from counterweight.service.store.queue import workers
+from counterweight.service.store.queue.lease import Lease, heartbeat
 
 log = logging.getLogger(__name__)
 

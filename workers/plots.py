@@ -21,8 +21,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from service.artifacts import PLOT_NAMES, plots_dir
-from workers.training.checkpoint import atomic_write
+from counterweight.service.artifacts import PLOT_NAMES, plots_dir
+from counterweight.workers.training.checkpoint import atomic_write
 
 FIGURE_SIZE_PX = (1200, 500)
 DPI = 100

@@ -34,26 +34,31 @@ import torch
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.artifacts import CARD, CHECKPOINT, MODEL, job_dir, job_key, plot_name
-from service.data.uploads import upload_key, upload_path
-from service.errors import DatasetError, LeaseLost, StorageError
-from service.logs import job_logging
-from service.settings import Settings
-from service.spec import JobSpec
-from service.storage import storage_for
-from service.storage.jobs import fetch, upload
-from service.store.engine import make_engine, make_session_factory, transaction, upgrade
-from service.store.models import Job, new_job_id
-from service.store.queue.claim import claim
-from service.store.queue.lease import Lease, fail, finish, mark_cancelled, release
-from service.store.queue.notify import JobWaiter
-from service.store.queue.sweeper import sweep_expired
-from service.store.queue.workers import mark_stopped, register
-from workers.heartbeat import Heartbeat, Presence
-from workers.plots import render_plots
-from workers.training.checkpoint import mirrored
-from workers.training.engine import train_job
-from workers.training.loop import Progress, TrainingResult
+from counterweight.service.artifacts import CARD, CHECKPOINT, MODEL, job_dir, job_key, plot_name
+from counterweight.service.data.uploads import upload_key, upload_path
+from counterweight.service.errors import DatasetError, LeaseLost, StorageError
+from counterweight.service.logs import job_logging
+from counterweight.service.settings import Settings
+from counterweight.service.spec import JobSpec
+from counterweight.service.storage import storage_for
+from counterweight.service.storage.jobs import fetch, upload
+from counterweight.service.store.engine import (
+    make_engine,
+    make_session_factory,
+    transaction,
+    upgrade,
+)
+from counterweight.service.store.models import Job, new_job_id
+from counterweight.service.store.queue.claim import claim
+from counterweight.service.store.queue.lease import Lease, fail, finish, mark_cancelled, release
+from counterweight.service.store.queue.notify import JobWaiter
+from counterweight.service.store.queue.sweeper import sweep_expired
+from counterweight.service.store.queue.workers import mark_stopped, register
+from counterweight.workers.heartbeat import Heartbeat, Presence
+from counterweight.workers.plots import render_plots
+from counterweight.workers.training.checkpoint import mirrored
+from counterweight.workers.training.engine import train_job
+from counterweight.workers.training.loop import Progress, TrainingResult
 
 log = logging.getLogger(__name__)
 

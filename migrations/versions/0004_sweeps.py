@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from service.store.clock import db_now
+from counterweight.service.store.clock import db_now
 
 revision: str = "0004"
 down_revision: str | None = "0003"

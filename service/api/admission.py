@@ -14,21 +14,21 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.auth import Principal
-from service.architectures import (
+from counterweight.service.api.auth import Principal
+from counterweight.service.architectures import (
     arch_kwargs,
     augment_enabled,
     check_arch_input,
     count_parameters,
 )
-from service.data.sequences import SequenceSplits, plan_sequence_splits
-from service.data.splits import SplitPlan, plan_splits
-from service.errors import LimitExceeded
-from service.rebalance.plan import Plan, plan
-from service.settings import Settings
-from service.spec import JobSpec
-from service.store.datasets import check_upload_usable
-from service.store.engine import read_only
+from counterweight.service.data.sequences import SequenceSplits, plan_sequence_splits
+from counterweight.service.data.splits import SplitPlan, plan_splits
+from counterweight.service.errors import LimitExceeded
+from counterweight.service.rebalance.plan import Plan, plan
+from counterweight.service.settings import Settings
+from counterweight.service.spec import JobSpec
+from counterweight.service.store.datasets import check_upload_usable
+from counterweight.service.store.engine import read_only
 
 
 def _over(field: str, value: int, cap: int, setting: str, unit: str = "") -> LimitExceeded:

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.api import (
+from counterweight.service.api import (
     metrics,
     routes_datasets,
     routes_events,
@@ -20,13 +20,13 @@ from service.api import (
     routes_sweeps,
     routes_workers,
 )
-from service.api.auth import KeyCache
-from service.api.deps import require_key_on_v1
-from service.api.events import EventHub
-from service.api.middleware import BodySizeLimit
-from service.api.openapi import document_security
-from service.api.reads import PollReads
-from service.errors import (
+from counterweight.service.api.auth import KeyCache
+from counterweight.service.api.deps import require_key_on_v1
+from counterweight.service.api.events import EventHub
+from counterweight.service.api.middleware import BodySizeLimit
+from counterweight.service.api.openapi import document_security
+from counterweight.service.api.reads import PollReads
+from counterweight.service.errors import (
     ArtifactMissing,
     BadCursor,
     DatasetError,
@@ -45,8 +45,8 @@ from service.errors import (
     TooManyInputs,
     UploadTooLarge,
 )
-from service.settings import Settings, get_settings
-from service.store.engine import make_engine, make_session_factory, upgrade
+from counterweight.service.settings import Settings, get_settings
+from counterweight.service.store.engine import make_engine, make_session_factory, upgrade
 
 # Every domain error a request can meet, and its status; any other is a bug (500).
 ERROR_STATUS: dict[type[DomainError], int] = {

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from service.store.models import DEFAULT_TENANT
+from counterweight.service.store.models import DEFAULT_TENANT
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service.api.auth import OPEN, KeyCache, Principal
-from service.api.reads import PollReads
-from service.settings import Settings
-from service.store.engine import read_only
-from service.store.keys import hash_key, keys_exist, live_key
+from counterweight.service.api.auth import OPEN, KeyCache, Principal
+from counterweight.service.api.reads import PollReads
+from counterweight.service.settings import Settings
+from counterweight.service.store.engine import read_only
+from counterweight.service.store.keys import hash_key, keys_exist, live_key
 
 V1_PREFIX = "/v1"
 MISSING_KEY = (

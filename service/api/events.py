@@ -21,10 +21,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store.engine import dumps_json, read_only
-from service.store.models import JobEvent
-from service.store.queue.events import events_after, events_since_id, is_terminal, newest_event_id
-from service.store.queue.inspect import get_job
+from counterweight.service.store.engine import dumps_json, read_only
+from counterweight.service.store.models import JobEvent
+from counterweight.service.store.queue.events import (
+    events_after,
+    events_since_id,
+    is_terminal,
+    newest_event_id,
+)
+from counterweight.service.store.queue.inspect import get_job
 
 log = logging.getLogger(__name__)
 

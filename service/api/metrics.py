@@ -35,9 +35,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.store.engine import read_only
-from service.store.models import Job, JobStatus, WorkerRecord
-from service.store.queue.workers import is_live
+from counterweight.service.store.engine import read_only
+from counterweight.service.store.models import Job, JobStatus, WorkerRecord
+from counterweight.service.store.queue.workers import is_live
 
 router = APIRouter(tags=["health"])
 # prometheus_client's multiprocess mode: set (service.cli) before an API process starts.

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.api.deps import V1_PREFIX
+from counterweight.service.api.deps import V1_PREFIX
 
 SCHEME = "apiKey"
 BODY_METHODS = ("post", "put", "patch")

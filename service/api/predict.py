@@ -35,11 +35,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors.torch import load as load_safetensors
 
-from service.artifacts import CARD, MODEL
-from service.errors import PredictInputError, TooManyInputs
-from service.settings import Settings
-from service.storage.jobs import job_file
-from workers.training.models import Classifier, model_from_card
+from counterweight.service.artifacts import CARD, MODEL
+from counterweight.service.errors import PredictInputError, TooManyInputs
+from counterweight.service.settings import Settings
+from counterweight.service.storage.jobs import job_file
+from counterweight.workers.training.models import Classifier, model_from_card
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 MODES = {1: "L", 3: "RGB"}  # channels -> the PIL mode an image is converted to

@@ -16,7 +16,7 @@ from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, Select
 
-from service.store.engine import READ_ONLY, libpq_dsn, make_engine
+from counterweight.service.store.engine import READ_ONLY, libpq_dsn, make_engine
 
 # Enough for the polls in flight at once: each holds a connection for one round trip.
 POSTGRES_CONNECTIONS = 4

@@ -9,13 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
-from service.api.schemas import BuiltinDatasetOut, DatasetPage, UploadedDatasetOut
-from service.api.uploads import receive, store_upload
-from service.data.torchvision_formats import TORCHVISION_LAYOUTS, expected_files
-from service.errors import DatasetNotFound
-from service.store.datasets import get_dataset, list_datasets
-from service.store.engine import read_only
+from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep
+from counterweight.service.api.schemas import BuiltinDatasetOut, DatasetPage, UploadedDatasetOut
+from counterweight.service.api.uploads import receive, store_upload
+from counterweight.service.data.torchvision_formats import TORCHVISION_LAYOUTS, expected_files
+from counterweight.service.errors import DatasetNotFound
+from counterweight.service.store.datasets import get_dataset, list_datasets
+from counterweight.service.store.engine import read_only
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.deps import PrincipalDep
-from service.api.events import EventHub, stream
-from service.store.engine import read_only
-from service.store.queue.inspect import get_job
+from counterweight.service.api.deps import PrincipalDep
+from counterweight.service.api.events import EventHub, stream
+from counterweight.service.store.engine import read_only
+from counterweight.service.store.queue.inspect import get_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

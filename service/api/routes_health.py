@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.api.deps import SessionsDep
-from service.api.schemas import Health
+from counterweight.service.api.deps import SessionsDep
+from counterweight.service.api.schemas import Health
 
 router = APIRouter(tags=["health"])
 

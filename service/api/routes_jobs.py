@@ -9,19 +9,19 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.admission import admit
-from service.api.auth import Principal
-from service.api.deps import PollReadsDep, PrincipalDep, SessionsDep, SettingsDep
-from service.api.schemas import JobOut, JobPage, ValidationReport
-from service.artifacts import CARD, MODEL
-from service.errors import JobStateConflict
-from service.spec import JobSpec
-from service.storage.jobs import job_file
-from service.store.engine import read_only, transaction
-from service.store.models import Job, JobStatus
-from service.store.queue.cancel import request_cancel
-from service.store.queue.enqueue import enqueue
-from service.store.queue.inspect import JOB_STATUS, get_job, list_jobs, visible
+from counterweight.service.api.admission import admit
+from counterweight.service.api.auth import Principal
+from counterweight.service.api.deps import PollReadsDep, PrincipalDep, SessionsDep, SettingsDep
+from counterweight.service.api.schemas import JobOut, JobPage, ValidationReport
+from counterweight.service.artifacts import CARD, MODEL
+from counterweight.service.errors import JobStateConflict
+from counterweight.service.spec import JobSpec
+from counterweight.service.storage.jobs import job_file
+from counterweight.service.store.engine import read_only, transaction
+from counterweight.service.store.models import Job, JobStatus
+from counterweight.service.store.queue.cancel import request_cancel
+from counterweight.service.store.queue.enqueue import enqueue
+from counterweight.service.store.queue.inspect import JOB_STATUS, get_job, list_jobs, visible
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
-from service.api.routes_jobs import ERRORS, succeeded_job
-from service.api.schemas import PredictRequest, PredictResponse
-from service.storage.jobs import plot_file
+from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep
+from counterweight.service.api.routes_jobs import ERRORS, succeeded_job
+from counterweight.service.api.schemas import PredictRequest, PredictResponse
+from counterweight.service.storage.jobs import plot_file
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
 
@@ -46,7 +46,7 @@ def job_predict(
     """The class, its name and all class probabilities for each input, from the job's
     selected checkpoint. The model is loaded once and kept for the next requests."""
     # Imported here, not at the top: it loads torch, which no other route needs.
-    from service.api import predict
+    from counterweight.service.api import predict
 
     job = succeeded_job(sessions, principal, job_id, "model")
     loaded = predict.MODELS.get(settings, job.id, settings.predict_cache_models)

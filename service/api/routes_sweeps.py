@@ -8,12 +8,12 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from service.api import sweeps
-from service.api.admission import admit
-from service.api.deps import PrincipalDep, SessionsDep, SettingsDep
-from service.api.schemas import SweepIn, SweepOut
-from service.store.engine import read_only, transaction
-from service.store.sweeps import create_sweep, get_sweep
+from counterweight.service.api import sweeps
+from counterweight.service.api.admission import admit
+from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep
+from counterweight.service.api.schemas import SweepIn, SweepOut
+from counterweight.service.store.engine import read_only, transaction
+from counterweight.service.store.sweeps import create_sweep, get_sweep
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import SessionsDep, SettingsDep
-from service.api.schemas import WorkerList, WorkerOut
-from service.store.engine import read_only
-from service.store.queue.workers import live_workers
+from counterweight.service.api.deps import SessionsDep, SettingsDep
+from counterweight.service.api.schemas import WorkerList, WorkerOut
+from counterweight.service.store.engine import read_only
+from counterweight.service.store.queue.workers import live_workers
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from service.api import sweeps
-from service.data.npz import DatasetKind
-from service.store.models import Dataset, Job, JobStatus, Sweep
+from counterweight.service.api import sweeps
+from counterweight.service.data.npz import DatasetKind
+from counterweight.service.store.models import Dataset, Job, JobStatus, Sweep
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from service.api import admission
-from service.errors import DatasetError, DatasetNotFound, LimitExceeded, SweepError
-from service.spec import JobSpec
-from service.store.models import Job, JobStatus, Sweep
+from counterweight.service.api import admission
+from counterweight.service.errors import DatasetError, DatasetNotFound, LimitExceeded, SweepError
+from counterweight.service.spec import JobSpec
+from counterweight.service.store.models import Job, JobStatus, Sweep
 
 SEED_PATH = "train.seed"
 MAX_JOBS = 256  # jobs per sweep, seeds included: a typo in a grid should not flood the queue

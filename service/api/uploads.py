@@ -23,13 +23,13 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service.data.uploads import inspect_npz, new_upload_file, upload_key, upload_path
-from service.errors import DatasetError, UploadTooLarge
-from service.settings import Settings
-from service.storage import Storage, storage_for
-from service.store.datasets import add_dataset
-from service.store.engine import transaction
-from service.store.models import Dataset
+from counterweight.service.data.uploads import inspect_npz, new_upload_file, upload_key, upload_path
+from counterweight.service.errors import DatasetError, UploadTooLarge
+from counterweight.service.settings import Settings
+from counterweight.service.storage import Storage, storage_for
+from counterweight.service.store.datasets import add_dataset
+from counterweight.service.store.engine import transaction
+from counterweight.service.store.models import Dataset
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks

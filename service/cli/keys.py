@@ -14,10 +14,21 @@ import sys
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import KeyNotFound
-from service.settings import Settings
-from service.store.engine import make_engine, make_session_factory, transaction, upgrade
-from service.store.keys import TENANT_PATTERN, create_key, keys_exist, list_keys, revoke_key
+from counterweight.service.errors import KeyNotFound
+from counterweight.service.settings import Settings
+from counterweight.service.store.engine import (
+    make_engine,
+    make_session_factory,
+    transaction,
+    upgrade,
+)
+from counterweight.service.store.keys import (
+    TENANT_PATTERN,
+    create_key,
+    keys_exist,
+    list_keys,
+    revoke_key,
+)
 
 log = logging.getLogger("counterweight")
 

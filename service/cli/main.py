@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.cli import client, keys
-from service.logs import configure_logging
-from service.settings import Settings
+from counterweight.service.cli import client, keys
+from counterweight.service.logs import configure_logging
+from counterweight.service.settings import Settings
 
 # The worker is a program of its own (workers/__main__.py): it needs torch, which nothing
 # else here loads, and nothing in service/ imports the worker's code.
-WORKER_MODULE = "workers"
+WORKER_MODULE = "counterweight.workers"
 
 
 def _settings() -> Settings:
@@ -28,7 +28,7 @@ def _settings() -> Settings:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from service.store.engine import upgrade
+    from counterweight.service.store.engine import upgrade
 
     settings = _settings()
     upgrade(settings.resolved_database_url)
@@ -50,7 +50,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The API plus N workers as child processes; Ctrl-C or SIGTERM stops them all."""
-    from service.store.engine import upgrade
+    from counterweight.service.store.engine import upgrade
 
     settings = _settings()
     upgrade(settings.resolved_database_url)  # once, before the children race to do it
@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api = [
         sys.executable,
         "-m",
-        "service.cli",
+        "counterweight.service.cli",
         "api",
         "--host",
         args.host,
@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.store.engine import upgrade
+    from counterweight.service.store.engine import upgrade
 
     settings = _settings()
     if keys.refuse_open_mode(settings, args.host):
@@ -107,7 +107,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     upgrade(settings.resolved_database_url)  # once, before N processes start
     with shared_metrics_dir(args.processes):
         uvicorn.run(
-            "service.api.app:app_from_env",
+            "counterweight.service.api.app:app_from_env",
             factory=True,
             host=args.host,
             port=args.port,
@@ -122,7 +122,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def shared_metrics_dir(processes: int) -> Iterator[None]:
     """With several API processes, a fresh directory where each keeps its HTTP latency
     for GET /metrics to sum (service.api.metrics); one given by the operator is kept."""
-    from service.api.metrics import MULTIPROCESS_DIR
+    from counterweight.service.api.metrics import MULTIPROCESS_DIR
 
     if processes == 1 or os.environ.get(MULTIPROCESS_DIR):
         yield

@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from service.data.arrays import BaseDataset, Pixels
-from service.errors import DatasetError
+from counterweight.service.data.arrays import BaseDataset, Pixels
+from counterweight.service.errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset(
     {".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}

@@ -31,9 +31,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.data.arrays import Labels, Rows
-from service.errors import DatasetError
-from service.spec import ImbalanceSpec
+from counterweight.service.data.arrays import Labels, Rows
+from counterweight.service.errors import DatasetError
+from counterweight.service.spec import ImbalanceSpec
 
 # The imbalance draw and the validation draw each get their own random stream from the
 # one seed, so that changing one step never shifts the other's choices.

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import DatasetError, UploadTooLarge
+from counterweight.service.errors import DatasetError, UploadTooLarge
 
 PICKLED = "the file holds pickled objects; only plain numeric arrays are accepted"
 # Without names, k is the largest label + 1: a stray huge label must not make k huge.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.data.npz import (
+from counterweight.service.data.npz import (
     ArrayHeader,
     DatasetKind,
     UploadSummary,
@@ -31,7 +31,7 @@ from service.data.npz import (
     read_array,
     read_header,
 )
-from service.errors import DatasetError
+from counterweight.service.errors import DatasetError
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL = ("chars_train", "chars_test", "sample_weight", "tag_names")

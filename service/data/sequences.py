@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.data.arrays import Floats, Labels, Rows
-from service.data.splits import checked_sample_weight, given_sample_weight
-from service.data.uploads import UPLOAD_ID, missing_upload, upload_path
-from service.errors import DatasetError
-from service.settings import get_settings
-from service.spec import JobSpec
+from counterweight.service.data.arrays import Floats, Labels, Rows
+from counterweight.service.data.splits import checked_sample_weight, given_sample_weight
+from counterweight.service.data.uploads import UPLOAD_ID, missing_upload, upload_path
+from counterweight.service.errors import DatasetError
+from counterweight.service.settings import get_settings
+from counterweight.service.spec import JobSpec
 
 Ids = npt.NDArray[np.int64]
 VALIDATION_SEED = (0, 2)  # the seed and stream of classification's validation split

@@ -29,17 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
-from service.data import image_folder
-from service.data.arrays import BaseDataset
-from service.data.torchvision_formats import (
+from counterweight.service.data import image_folder
+from counterweight.service.data.arrays import BaseDataset
+from counterweight.service.data.torchvision_formats import (
     TORCHVISION_LAYOUTS,
     expected_files,
     read_cifar10,
     read_mnist,
 )
-from service.data.uploads import load_upload_arrays
-from service.errors import DatasetError
-from service.spec import DatasetSpec
+from counterweight.service.data.uploads import load_upload_arrays
+from counterweight.service.errors import DatasetError
+from counterweight.service.spec import DatasetSpec
 
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0

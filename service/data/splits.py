@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.data import imbalance
-from service.data.arrays import BaseDataset, Floats, Inputs, Labels, Rows
-from service.data.sources import load_base
-from service.errors import DatasetError
-from service.settings import get_settings
-from service.spec import JobSpec
+from counterweight.service.data import imbalance
+from counterweight.service.data.arrays import BaseDataset, Floats, Inputs, Labels, Rows
+from counterweight.service.data.sources import load_base
+from counterweight.service.errors import DatasetError
+from counterweight.service.settings import get_settings
+from counterweight.service.spec import JobSpec
 
 VALIDATION_STREAM = 2  # see service.data.imbalance.IMBALANCE_STREAM
 

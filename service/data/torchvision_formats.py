@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.data.arrays import BaseDataset
+from counterweight.service.data.arrays import BaseDataset
 
 IDX_FILES = (
     "train-images-idx3-ubyte",

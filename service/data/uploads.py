@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from service.data.npz import (
+from counterweight.service.data.npz import (
     MAX_CLASSES,
     ArrayHeader,
     DatasetKind,
@@ -31,8 +31,8 @@ from service.data.npz import (
     read_array,
     read_header,
 )
-from service.data.sequence_uploads import inspect_sequences, is_sequence_upload
-from service.errors import DatasetError
+from counterweight.service.data.sequence_uploads import inspect_sequences, is_sequence_upload
+from counterweight.service.errors import DatasetError
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL = ("sample_weight", "class_names")

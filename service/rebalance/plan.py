@@ -15,8 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from service.rebalance.weights import DRW_BETA, TrainingSet, job_weights
-from service.spec import REBALANCING_LOSSES, JobSpec, LossSpec
+from counterweight.service.rebalance.weights import DRW_BETA, TrainingSet, job_weights
+from counterweight.service.spec import REBALANCING_LOSSES, JobSpec, LossSpec
 
 FEW_SAMPLES = 10
 # The LossSpec options each loss type reads; `reduction` applies to all of them.

@@ -18,9 +18,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from service.data.arrays import Floats, Labels
-from service.errors import DatasetError
-from service.spec import ClassWeight, EffectiveNumber, JobSpec, LossSpec
+from counterweight.service.data.arrays import Floats, Labels
+from counterweight.service.errors import DatasetError
+from counterweight.service.spec import ClassWeight, EffectiveNumber, JobSpec, LossSpec
 
 Vector = npt.NDArray[np.float64]
 

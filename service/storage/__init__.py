@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from service.settings import Settings
-from service.storage.base import Storage, check_key
-from service.storage.local import LocalStorage
+from counterweight.service.settings import Settings
+from counterweight.service.storage.base import Storage, check_key
+from counterweight.service.storage.local import LocalStorage
 
 __all__ = ["LocalStorage", "Storage", "check_key", "storage_for"]
 
@@ -40,7 +40,7 @@ def _s3(
     access_key_id: str | None,
     secret_access_key: str | None,
 ) -> Storage:
-    from service.storage.s3 import S3Storage  # boto3 loads only where S3 is used
+    from counterweight.service.storage.s3 import S3Storage  # boto3 loads only where S3 is used
 
     return S3Storage(
         bucket,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.artifacts import PLOT_NAMES, job_key, plot_name
-from service.errors import ArtifactMissing
-from service.settings import Settings
-from service.storage import Storage, storage_for
+from counterweight.service.artifacts import PLOT_NAMES, job_key, plot_name
+from counterweight.service.errors import ArtifactMissing
+from counterweight.service.settings import Settings
+from counterweight.service.storage import Storage, storage_for
 
 
 def upload(storage: Storage, home: Path, job_id: str, name: str) -> None:

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from service.storage.base import Storage, check_key
+from counterweight.service.storage.base import Storage, check_key
 
 
 def copy_atomically(source: Path, target: Path) -> None:

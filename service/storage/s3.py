@@ -16,8 +16,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.errors import StorageError
-from service.storage.base import Storage, check_key
+from counterweight.service.errors import StorageError
+from counterweight.service.storage.base import Storage, check_key
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.data.npz import UploadSummary
-from service.data.uploads import missing_upload
-from service.errors import DatasetNotFound
-from service.store.models import DEFAULT_TENANT, Dataset
+from counterweight.service.data.npz import UploadSummary
+from counterweight.service.data.uploads import missing_upload
+from counterweight.service.errors import DatasetNotFound
+from counterweight.service.store.models import DEFAULT_TENANT, Dataset
 
 
 def add_dataset(

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool
 
+# The folder migrations/ beside service/; installed, counterweight/migrations beside it.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Execution option marking a transaction that only reads (see read_only).
 READ_ONLY = "counterweight_read_only"

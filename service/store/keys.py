@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import KeyNotFound
-from service.store.clock import db_now
-from service.store.models import ApiKey
+from counterweight.service.errors import KeyNotFound
+from counterweight.service.store.clock import db_now
+from counterweight.service.store.models import ApiKey
 
 KEY_PREFIX = "cw_"
 SHOWN_PREFIX_CHARS = 10  # "cw_" and 7 more: enough to tell keys apart in a listing

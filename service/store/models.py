@@ -23,8 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service.data.npz import DatasetKind
-from service.store.clock import db_now
+from counterweight.service.data.npz import DatasetKind
+from counterweight.service.store.clock import db_now
 
 
 class Base(DeclarativeBase):

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import SweepNotFound
-from service.spec import JobSpec
-from service.store.models import DEFAULT_TENANT, Job, Sweep
-from service.store.queue.enqueue import check_queue, enqueue
+from counterweight.service.errors import SweepNotFound
+from counterweight.service.spec import JobSpec
+from counterweight.service.store.models import DEFAULT_TENANT, Job, Sweep
+from counterweight.service.store.queue.enqueue import check_queue, enqueue
 
 
 def create_sweep(

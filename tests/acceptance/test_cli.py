@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from service.api.app import create_app
-from service.settings import Settings
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 from tests.processes import free_port
 
@@ -36,7 +36,7 @@ def test_serve_then_submit_and_wait_then_ctrl_c_stops_everything(tmp_path: Path)
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "COUNTERWEIGHT_HOME": str(tmp_path / "home")}
     env.pop("COUNTERWEIGHT_DATABASE_URL", None)
-    cli = [sys.executable, "-m", "service.cli"]
+    cli = [sys.executable, "-m", "counterweight.service.cli"]
     with (tmp_path / "serve.log").open("wb") as log:
         serve = subprocess.Popen(
             [*cli, "serve", "--port", str(port), "--workers", "1"],
@@ -87,7 +87,7 @@ def test_submit_reports_a_bad_spec_clearly(tmp_path: Path) -> None:
     app = create_app(Settings(home=tmp_path))
     with ThreadedUvicorn(app) as url:
         result = subprocess.run(
-            [sys.executable, "-m", "service.cli", "submit", str(spec), "--url", url],
+            [sys.executable, "-m", "counterweight.service.cli", "submit", str(spec), "--url", url],
             capture_output=True,
             text=True,
             timeout=60,
@@ -104,7 +104,7 @@ def test_submit_names_a_spec_file_it_cannot_read(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "counterweight.service.cli",
                 "submit",
                 str(spec),
                 "--url",

@@ -11,9 +11,9 @@ from typing import Any
 
 from safetensors.numpy import load_file
 
+from counterweight.service.data.splits import load_splits
+from counterweight.service.spec import JobSpec
 from counterweight_client import Client, JobEvent
-from service.data.splits import load_splits
-from service.spec import JobSpec
 from tests.processes import Service
 
 TINY: dict[str, Any] = {
@@ -25,7 +25,7 @@ TINY: dict[str, Any] = {
 
 def cli(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args, "--url", service.url],
+        [sys.executable, "-m", "counterweight.service.cli", *args, "--url", service.url],
         capture_output=True,
         text=True,
         timeout=180,

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from service.data.splits import load_splits
-from service.spec import JobSpec
+from counterweight.service.data.splits import load_splits
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.models import model_from_card
 from tests.acceptance.conftest import SLOW_DIGITS
 from tests.processes import Service
-from workers.training.models import model_from_card
 
 BACKENDS = pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
 

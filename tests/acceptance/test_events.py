@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, event
 
-from service.api.app import create_app
-from service.api.events import EventHub
-from service.settings import Settings
+from counterweight.service.api.app import create_app
+from counterweight.service.api.events import EventHub
+from counterweight.service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 from tests.processes import Service
 

@@ -20,9 +20,9 @@ import pytest
 from safetensors.torch import load as load_safetensors
 from sklearn.datasets import load_digits
 
+from counterweight.workers.training.models import model_from_card
 from tests.processes import Service
 from tests.s3server import S3Server
-from workers.training.models import model_from_card
 
 EPOCHS = 4
 

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from service.data.splits import load_splits
-from service.spec import JobSpec
+from counterweight.service.data.splits import load_splits
+from counterweight.service.spec import JobSpec
+from counterweight.workers.plots import FIGURE_SIZE_PX
 from tests.processes import Service
-from workers.plots import FIGURE_SIZE_PX
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

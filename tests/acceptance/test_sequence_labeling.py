@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from safetensors.torch import load as load_safetensors
 
+from counterweight.workers.training.models import tagger_from_card
 from tests.processes import Service
 from tests.sequences import RARE, TAG_NAMES, tagging_arrays
-from workers.training.models import tagger_from_card
 
 ARRAYS = tagging_arrays(n_train=300, n_test=300, seed=0)
 BASE: dict[str, Any] = {

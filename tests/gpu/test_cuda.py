@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from service.spec import JobSpec
-from workers.training.checkpoint import load_model
-from workers.training.engine import train_job
-from workers.training.loop import TrainingResult
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.checkpoint import load_model
+from counterweight.workers.training.engine import train_job
+from counterweight.workers.training.loop import TrainingResult
 
 pytestmark = [
     pytest.mark.gpu,

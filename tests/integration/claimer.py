@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from service.store.engine import make_engine, make_session_factory, transaction
-from service.store.queue.claim import claim
-from service.store.queue.lease import Lease, finish
+from counterweight.service.store.engine import make_engine, make_session_factory, transaction
+from counterweight.service.store.queue.claim import claim
+from counterweight.service.store.queue.lease import Lease, finish
 
 
 def main(url: str, worker_id: str) -> None:

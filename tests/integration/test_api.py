@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from service.api.app import create_app
-from service.settings import Settings
-from service.store.engine import libpq_dsn, make_engine
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
+from counterweight.service.store.engine import libpq_dsn, make_engine
 from tests.conftest import ThreadedUvicorn
 from tests.databases import drop_postgres_database, new_postgres_database
 

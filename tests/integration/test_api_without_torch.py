@@ -17,8 +17,8 @@ import sys
 def loaded():
     return sorted(n for n in sys.modules if n.split(".")[0] in ("torch", "torchvision"))
 
-from service.api.app import create_app
-from service.settings import Settings
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
 from starlette.testclient import TestClient
 
 assert not loaded(), ("importing the app", loaded())

@@ -19,14 +19,14 @@ import httpx
 import pytest
 from sqlalchemy import event, select
 
+from counterweight.service.api.app import create_app
+from counterweight.service.cli.keys import refuse_open_mode
+from counterweight.service.settings import Settings
+from counterweight.service.store.engine import make_engine, make_session_factory, transaction
+from counterweight.service.store.keys import create_key, revoke_key
+from counterweight.service.store.models import ApiKey
 from counterweight_client import Client
 from counterweight_client.errors import Unauthorized
-from service.api.app import create_app
-from service.cli.keys import refuse_open_mode
-from service.settings import Settings
-from service.store.engine import make_engine, make_session_factory, transaction
-from service.store.keys import create_key, revoke_key
-from service.store.models import ApiKey
 from tests.conftest import ThreadedUvicorn
 from tests.processes import free_port
 
@@ -35,7 +35,7 @@ DIGITS = {"dataset": {"name": "digits"}, "train": {"epochs": 1}}
 
 def cli(home: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COUNTERWEIGHT_HOME": str(home), "COUNTERWEIGHT_DATABASE_URL": url}
-    command = [sys.executable, "-m", "service.cli", *args]
+    command = [sys.executable, "-m", "counterweight.service.cli", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -14,6 +14,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
 from counterweight_client import (
     AsyncClient,
     Client,
@@ -25,8 +27,6 @@ from counterweight_client import (
     RetryPolicy,
     WaitTimeout,
 )
-from service.api.app import create_app
-from service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 from tests.processes import free_port
 

@@ -17,15 +17,15 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from service.api.app import create_app
-from service.data import sources
-from service.data.splits import load_splits, plan_splits
-from service.data.uploads import upload_path
-from service.errors import DatasetError
-from service.settings import Settings
-from service.spec import JobSpec
+from counterweight.service.api.app import create_app
+from counterweight.service.data import sources
+from counterweight.service.data.splits import load_splits, plan_splits
+from counterweight.service.data.uploads import upload_path
+from counterweight.service.errors import DatasetError
+from counterweight.service.settings import Settings
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.engine import train_job
 from tests.conftest import ThreadedUvicorn
-from workers.training.engine import train_job
 
 CIFAR_NAMES = [
     "airplane",

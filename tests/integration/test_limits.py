@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
 from counterweight_client import Client, QueueFull
-from service.api.app import create_app
-from service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 
 DIGITS: dict[str, Any] = {"dataset": {"name": "digits"}, "train": {"epochs": 1}}

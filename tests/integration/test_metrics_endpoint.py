@@ -13,15 +13,15 @@ from prometheus_client.samples import Sample
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.app import create_app
-from service.settings import Settings
-from service.spec import JobSpec
-from service.store.engine import transaction
-from service.store.models import Job, WorkerRecord
-from service.store.queue.cancel import request_cancel
-from service.store.queue.claim import claim
-from service.store.queue.enqueue import enqueue
-from service.store.queue.lease import Lease, fail, finish
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
+from counterweight.service.spec import JobSpec
+from counterweight.service.store.engine import transaction
+from counterweight.service.store.models import Job, WorkerRecord
+from counterweight.service.store.queue.cancel import request_cancel
+from counterweight.service.store.queue.claim import claim
+from counterweight.service.store.queue.enqueue import enqueue
+from counterweight.service.store.queue.lease import Lease, fail, finish
 from tests.conftest import ThreadedUvicorn
 from tests.databases import drop_postgres_database
 

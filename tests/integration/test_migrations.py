@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from service.store.engine import make_engine, upgrade
-from service.store.models import Base
+from counterweight.service.store.engine import make_engine, upgrade
+from counterweight.service.store.models import Base
 
 
 @pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)

@@ -13,15 +13,22 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import IdempotencyConflict, JobStateConflict, LeaseLost
-from service.spec import JobSpec
-from service.store.engine import transaction
-from service.store.models import Job, JobStatus
-from service.store.queue.cancel import request_cancel
-from service.store.queue.claim import claim
-from service.store.queue.enqueue import enqueue
-from service.store.queue.lease import Lease, fail, finish, heartbeat, mark_cancelled, release
-from service.store.queue.sweeper import sweep_expired
+from counterweight.service.errors import IdempotencyConflict, JobStateConflict, LeaseLost
+from counterweight.service.spec import JobSpec
+from counterweight.service.store.engine import transaction
+from counterweight.service.store.models import Job, JobStatus
+from counterweight.service.store.queue.cancel import request_cancel
+from counterweight.service.store.queue.claim import claim
+from counterweight.service.store.queue.enqueue import enqueue
+from counterweight.service.store.queue.lease import (
+    Lease,
+    fail,
+    finish,
+    heartbeat,
+    mark_cancelled,
+    release,
+)
+from counterweight.service.store.queue.sweeper import sweep_expired
 
 pytestmark = pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
 

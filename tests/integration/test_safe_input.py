@@ -16,12 +16,12 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.app import create_app
-from service.settings import Settings
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("service", "workers", "counterweight_client")
+SOURCES = ("service", "workers", "client/counterweight_client")
 
 
 @pytest.fixture

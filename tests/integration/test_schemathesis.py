@@ -26,10 +26,15 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.api.app import create_app
-from service.settings import Settings
-from service.store.engine import make_engine, make_session_factory, transaction, upgrade
-from service.store.keys import create_key
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
+from counterweight.service.store.engine import (
+    make_engine,
+    make_session_factory,
+    transaction,
+    upgrade,
+)
+from counterweight.service.store.keys import create_key
 from tests.conftest import ThreadedUvicorn
 
 EXAMPLES = 30  # per operation and mode: about 1,100 cases in all (negative needs parameters)

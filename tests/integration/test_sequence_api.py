@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.app import create_app
-from service.settings import Settings
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 from tests.sequences import STEPS, TAG_NAMES, tagging_arrays
 

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from service.api.app import create_app
-from service.artifacts import CARD, CHECKPOINT, MODEL, job_key
-from service.settings import Settings
-from service.storage import storage_for
+from counterweight.service.api.app import create_app
+from counterweight.service.artifacts import CARD, CHECKPOINT, MODEL, job_key
+from counterweight.service.settings import Settings
+from counterweight.service.storage import storage_for
+from counterweight.workers.worker import Worker
 from tests.conftest import ThreadedUvicorn
 from tests.processes import free_port
 from tests.s3server import S3Server
-from workers.worker import Worker
 
 KEY = "artifacts/jobs/abc123/model.safetensors"
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.api.app import create_app
-from service.settings import Settings
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 
 BASE: dict[str, Any] = {

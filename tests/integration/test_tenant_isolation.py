@@ -19,10 +19,15 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from service.api.app import create_app
-from service.settings import Settings
-from service.store.engine import make_engine, make_session_factory, transaction, upgrade
-from service.store.keys import create_key
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
+from counterweight.service.store.engine import (
+    make_engine,
+    make_session_factory,
+    transaction,
+    upgrade,
+)
+from counterweight.service.store.keys import create_key
 from tests.conftest import ThreadedUvicorn
 
 DIGITS: dict[str, Any] = {"dataset": {"name": "digits"}, "train": {"epochs": 1}}

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from service.api.app import create_app
-from service.data.uploads import load_upload_arrays
-from service.errors import DatasetError
-from service.settings import Settings
-from service.store.engine import make_engine, upgrade
+from counterweight.service.api.app import create_app
+from counterweight.service.data.uploads import load_upload_arrays
+from counterweight.service.errors import DatasetError
+from counterweight.service.settings import Settings
+from counterweight.service.store.engine import make_engine, upgrade
 from tests.conftest import ThreadedUvicorn
 
 # Hand-checked class counts: y_train has three 0s, two 1s, one 2; y_test one, one, two.

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.app import create_app
-from service.settings import Settings
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
 from tests.conftest import ThreadedUvicorn
 
 # Digits 0 and 1 with 1 the minority: about 10x fewer training samples than 0.

@@ -15,14 +15,14 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.app import create_app
-from service.settings import Settings
-from service.store.engine import transaction
-from service.store.models import Job
-from service.store.queue.workers import register
+from counterweight.service.api.app import create_app
+from counterweight.service.settings import Settings
+from counterweight.service.store.engine import transaction
+from counterweight.service.store.models import Job
+from counterweight.service.store.queue.workers import register
+from counterweight.workers.worker import Worker
 from tests.acceptance.conftest import SLOW_DIGITS
 from tests.conftest import ThreadedUvicorn
-from workers.worker import Worker
 
 BACKENDS = pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from service.architectures import augment_enabled
-from service.errors import DatasetError
-from service.spec import JobSpec
+from counterweight.service.architectures import augment_enabled
+from counterweight.service.errors import DatasetError
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.augment import augment_batch, batch_generator, crop_and_flip
+from counterweight.workers.training.loop import TrainingResult
 from tests.unit.test_engine import run as run_job
-from workers.training.augment import augment_batch, batch_generator, crop_and_flip
-from workers.training.loop import TrainingResult
 
 
 def images(n: int = 4, c: int = 3, h: int = 32, w: int = 32) -> torch.Tensor:

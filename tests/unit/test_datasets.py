@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.data import sources
-from service.data.arrays import BaseDataset
-from service.data.splits import load_splits, plan_splits, validation_counts
-from service.errors import DatasetError
-from service.spec import JobSpec
+from counterweight.service.data import sources
+from counterweight.service.data.arrays import BaseDataset
+from counterweight.service.data.splits import load_splits, plan_splits, validation_counts
+from counterweight.service.errors import DatasetError
+from counterweight.service.spec import JobSpec
 
 DIGITS_SIZE = 1797
 

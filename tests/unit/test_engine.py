@@ -10,15 +10,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from service.artifacts import CARD as CARD_FILE
-from service.artifacts import CHECKPOINT as CHECKPOINT_FILE
-from service.artifacts import MODEL as MODEL_FILE
-from service.data.splits import load_splits
-from service.spec import JobSpec
-from workers.training.checkpoint import load_model
-from workers.training.engine import train_job
-from workers.training.loop import Progress, TrainingResult
-from workers.training.models import model_from_card
+from counterweight.service.artifacts import CARD as CARD_FILE
+from counterweight.service.artifacts import CHECKPOINT as CHECKPOINT_FILE
+from counterweight.service.artifacts import MODEL as MODEL_FILE
+from counterweight.service.data.splits import load_splits
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.checkpoint import load_model
+from counterweight.workers.training.engine import train_job
+from counterweight.workers.training.loop import Progress, TrainingResult
+from counterweight.workers.training.models import model_from_card
 
 EPOCHS = 4
 

@@ -8,9 +8,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.data.imbalance import default_minority, exponential_counts, keep_rows, target_counts
-from service.errors import DatasetError
-from service.spec import ImbalanceSpec
+from counterweight.service.data.imbalance import (
+    default_minority,
+    exponential_counts,
+    keep_rows,
+    target_counts,
+)
+from counterweight.service.errors import DatasetError
+from counterweight.service.spec import ImbalanceSpec
 
 
 def profile(**options: Any) -> ImbalanceSpec:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from service import artifacts
-from service.api.predict import ModelCache, predict, to_batch
-from service.errors import ArtifactMissing
-from service.settings import Settings
-from workers.training.checkpoint import save_model
-from workers.training.models import build_model
+from counterweight.service import artifacts
+from counterweight.service.api.predict import ModelCache, predict, to_batch
+from counterweight.service.errors import ArtifactMissing
+from counterweight.service.settings import Settings
+from counterweight.workers.training.checkpoint import save_model
+from counterweight.workers.training.models import build_model
 
 
 def store_model(artifacts_dir: Path, job_id: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.logs import configure_logging, job_logging
+from counterweight.service.logs import configure_logging, job_logging
 
 
 @pytest.fixture

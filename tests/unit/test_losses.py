@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from service.errors import DatasetError
-from service.rebalance.weights import job_weights
-from service.spec import JobSpec, LossSpec
+from counterweight.service.errors import DatasetError
+from counterweight.service.rebalance.weights import job_weights
+from counterweight.service.spec import JobSpec, LossSpec
+from counterweight.workers.training.losses import build_loss
 from tests.unit.test_weights import splits_of
-from workers.training.losses import build_loss
 
 LOGITS = np.array([[2.0, -1.0], [0.5, 0.3], [-0.2, 1.7]])
 Y = np.array([0, 0, 1])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from workers.training.metrics import evaluate
+from counterweight.workers.training.metrics import evaluate
 
 
 def test_two_classes_hand_checked() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.architectures import arch_kwargs, count_parameters
-from service.errors import DatasetError
-from service.spec import JobSpec, ModelSpec
+from counterweight.service.architectures import arch_kwargs, count_parameters
+from counterweight.service.errors import DatasetError
+from counterweight.service.spec import JobSpec, ModelSpec
+from counterweight.workers.training.checkpoint import load_model, save_model
+from counterweight.workers.training.models import ARCHS, build_model
 from tests.unit.test_engine import run as run_job
-from workers.training.checkpoint import load_model, save_model
-from workers.training.models import ARCHS, build_model
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST, CIFAR-10
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from service.artifacts import CHECKPOINT as CHECKPOINT_FILE
-from service.spec import JobSpec, TrainSpec
+from counterweight.service.artifacts import CHECKPOINT as CHECKPOINT_FILE
+from counterweight.service.spec import JobSpec, TrainSpec
+from counterweight.workers.training.optim import lr_at, step_milestones
 from tests.unit.test_engine import run as run_job
-from workers.training.optim import lr_at, step_milestones
 
 STEPS = 10  # per epoch
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from service import artifacts
-from service.errors import ArtifactMissing
-from service.settings import Settings
-from service.storage.jobs import plot_file
-from workers.plots import FIGURE_SIZE_PX, recall_figure, render_plots
+from counterweight.service import artifacts
+from counterweight.service.errors import ArtifactMissing
+from counterweight.service.settings import Settings
+from counterweight.service.storage.jobs import plot_file
+from counterweight.workers.plots import FIGURE_SIZE_PX, recall_figure, render_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["cat", "dog", "eel"]

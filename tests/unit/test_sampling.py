@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.spec import JobSpec
-from workers.training.engine import train_job
-from workers.training.loop import TrainingResult
-from workers.training.sampling import epoch_indices, epoch_length
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.engine import train_job
+from counterweight.workers.training.loop import TrainingResult
+from counterweight.workers.training.sampling import epoch_indices, epoch_length
 
 COUNTS = (900, 90, 10)
 Y = torch.cat([torch.full((n,), c) for c, n in enumerate(COUNTS)])[

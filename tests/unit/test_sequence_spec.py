@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.spec import JobSpec
+from counterweight.service.spec import JobSpec
 
 UPLOADED = {"name": "uploaded", "id": "0" * 32}
 

@@ -14,16 +14,21 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from service.artifacts import CARD, MODEL
-from service.data.sequences import plan_sequence_splits
-from service.data.uploads import upload_path
-from service.rebalance.weights import job_weights
-from service.spec import JobSpec, LossSpec
+from counterweight.service.artifacts import CARD, MODEL
+from counterweight.service.data.sequences import plan_sequence_splits
+from counterweight.service.data.uploads import upload_path
+from counterweight.service.rebalance.weights import job_weights
+from counterweight.service.spec import JobSpec, LossSpec
+from counterweight.workers.training.engine import train_job
+from counterweight.workers.training.losses import build_loss
+from counterweight.workers.training.models import BiLSTMTagger, tagger_from_card
+from counterweight.workers.training.tagging import (
+    Batch,
+    SentenceTensors,
+    sequence_loss,
+    word_logits,
+)
 from tests.sequences import tagging_arrays, write_npz
-from workers.training.engine import train_job
-from workers.training.losses import build_loss
-from workers.training.models import BiLSTMTagger, tagger_from_card
-from workers.training.tagging import Batch, SentenceTensors, sequence_loss, word_logits
 
 COUNTS = [50, 10, 5]
 SMALL_MODEL = {"embedding_dim": 8, "char_embedding_dim": 4, "width": 8}

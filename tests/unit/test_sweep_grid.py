@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from service.api import sweeps
-from service.spec import JobSpec
-from service.store.models import Job, JobStatus, Sweep
+from counterweight.service.api import sweeps
+from counterweight.service.spec import JobSpec
+from counterweight.service.store.models import Job, JobStatus, Sweep
 
 BASE: dict[str, Any] = {"dataset": {"name": "digits", "classes": [0, 1, 2]}, "train": {"epochs": 2}}
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.data.splits import Splits
-from service.errors import DatasetError
-from service.rebalance.weights import (
+from counterweight.service.data.splits import Splits
+from counterweight.service.errors import DatasetError
+from counterweight.service.rebalance.weights import (
     effective_number,
     focal_alpha,
     job_weights,
@@ -19,7 +19,7 @@ from service.rebalance.weights import (
     loss_terms,
     resolve_class_weight,
 )
-from service.spec import JobSpec, LossSpec
+from counterweight.service.spec import JobSpec, LossSpec
 
 NAMES = ["3", "8"]  # digits with dataset.classes [3, 8]: index 0 is the class named "3"
 

@@ -28,10 +28,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-from service.artifacts import CARD as CARD_FILE
-from service.artifacts import CHECKPOINT as CHECKPOINT_FILE
-from service.artifacts import MODEL as MODEL_FILE
-from workers.training.models import Classifier, model_from_card
+from counterweight.service.artifacts import CARD as CARD_FILE
+from counterweight.service.artifacts import CHECKPOINT as CHECKPOINT_FILE
+from counterweight.service.artifacts import MODEL as MODEL_FILE
+from counterweight.workers.training.models import Classifier, model_from_card
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:

@@ -22,18 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from service.architectures import arch_kwargs, augment_enabled
-from service.data.splits import Splits, load_splits
-from service.rebalance.weights import job_weights
-from service.spec import JobSpec
-from workers.training.augment import augment_batch, batch_generator
-from workers.training.loop import Progress, Trainer, TrainingResult, finish_job, run_epochs
-from workers.training.losses import build_loss
-from workers.training.metrics import evaluate
-from workers.training.models import Classifier, build_model
-from workers.training.optim import build_optimizer
-from workers.training.sampling import epoch_indices, epoch_length
-from workers.training.tagging import train_tagger
+from counterweight.service.architectures import arch_kwargs, augment_enabled
+from counterweight.service.data.splits import Splits, load_splits
+from counterweight.service.rebalance.weights import job_weights
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.augment import augment_batch, batch_generator
+from counterweight.workers.training.loop import (
+    Progress,
+    Trainer,
+    TrainingResult,
+    finish_job,
+    run_epochs,
+)
+from counterweight.workers.training.losses import build_loss
+from counterweight.workers.training.metrics import evaluate
+from counterweight.workers.training.models import Classifier, build_model
+from counterweight.workers.training.optim import build_optimizer
+from counterweight.workers.training.sampling import epoch_indices, epoch_length
+from counterweight.workers.training.tagging import train_tagger
 
 EVAL_BATCH_SIZE = 4096  # inference only: large batches, bounded memory
 INPUT_DESCRIPTION = "float32 in [0, 1]; normalisation is applied inside the model"

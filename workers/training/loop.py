@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from service.rebalance.weights import JobWeights
-from service.spec import JobSpec, TrainSpec
-from workers.training.checkpoint import load_checkpoint, save_checkpoint, save_model
-from workers.training.optim import lr_at, set_lr
+from counterweight.service.rebalance.weights import JobWeights
+from counterweight.service.spec import JobSpec, TrainSpec
+from counterweight.workers.training.checkpoint import load_checkpoint, save_checkpoint, save_model
+from counterweight.workers.training.optim import lr_at, set_lr
 
 log = logging.getLogger(__name__)
 

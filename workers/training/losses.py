@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from service.rebalance.weights import loss_terms, uses_focal
-from service.spec import LossSpec
+from counterweight.service.rebalance.weights import loss_terms, uses_focal
+from counterweight.service.spec import LossSpec
 
 Loss = Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]]
 PerSample = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> loss of each sample

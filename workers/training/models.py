@@ -26,15 +26,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from service.architectures import (
+from counterweight.service.architectures import (
     RESNETS,
     SMALL_CNN_CHANNELS,
     ResNetShape,
     Shortcut,
     check_arch_input,
 )
-from service.errors import NotAClassifier
-from service.spec import ModelSpec
+from counterweight.service.errors import NotAClassifier
+from counterweight.service.spec import ModelSpec
 
 
 class Normalize(nn.Module):

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from service.spec import TrainSpec
+from counterweight.service.spec import TrainSpec
 
 
 def build_optimizer(model: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:

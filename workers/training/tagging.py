@@ -24,15 +24,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from service.data.sequences import Sentences, SequenceSplits, plan_sequence_splits
-from service.rebalance.weights import job_weights
-from service.spec import JobSpec
-from workers.training.loop import Progress, Trainer, TrainingResult, finish_job, run_epochs
-from workers.training.losses import Loss, build_loss
-from workers.training.metrics import evaluate_tokens
-from workers.training.models import BiLSTMTagger, tagger_kwargs
-from workers.training.optim import build_optimizer
-from workers.training.sampling import epoch_indices
+from counterweight.service.data.sequences import Sentences, SequenceSplits, plan_sequence_splits
+from counterweight.service.rebalance.weights import job_weights
+from counterweight.service.spec import JobSpec
+from counterweight.workers.training.loop import (
+    Progress,
+    Trainer,
+    TrainingResult,
+    finish_job,
+    run_epochs,
+)
+from counterweight.workers.training.losses import Loss, build_loss
+from counterweight.workers.training.metrics import evaluate_tokens
+from counterweight.workers.training.models import BiLSTMTagger, tagger_kwargs
+from counterweight.workers.training.optim import build_optimizer
+from counterweight.workers.training.sampling import epoch_indices
 
 EVAL_BATCH_SENTENCES = 512  # inference only: bounded memory
 INPUT_DESCRIPTION = (

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import JobNotFound, JobStateConflict
-from service.store.clock import db_now
-from service.store.models import Job, JobStatus
-from service.store.queue.events import record_status
+from counterweight.service.errors import JobNotFound, JobStateConflict
+from counterweight.service.store.clock import db_now
+from counterweight.service.store.models import Job, JobStatus
+from counterweight.service.store.queue.events import record_status
 
 
 def request_cancel(session: Session, job_id: str, tenant: str | None = None) -> Job:

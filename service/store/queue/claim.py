@@ -12,9 +12,9 @@ from sqlalchemy import Float, String, bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 
-from service.store.clock import db_now
-from service.store.models import Job, JobStatus
-from service.store.queue.events import record_status
+from counterweight.service.store.clock import db_now
+from counterweight.service.store.models import Job, JobStatus
+from counterweight.service.store.queue.events import record_status
 
 
 def _claim_statement() -> UpdateBase:

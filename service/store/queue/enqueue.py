@@ -7,10 +7,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.errors import IdempotencyConflict, QueueFull
-from service.spec import JobSpec
-from service.store.models import DEFAULT_TENANT, Job, JobStatus
-from service.store.queue.events import record_status
+from counterweight.service.errors import IdempotencyConflict, QueueFull
+from counterweight.service.spec import JobSpec
+from counterweight.service.store.models import DEFAULT_TENANT, Job, JobStatus
+from counterweight.service.store.queue.events import record_status
 
 NEW_JOB_CHANNEL = "counterweight_jobs"
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import JSON, String, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
-from service.store.models import Job, JobEvent, JobStatus
+from counterweight.service.store.models import Job, JobEvent, JobStatus
 
 EventType = Literal["status", "progress", "epoch"]
 TERMINAL_STATUSES = frozenset(s.value for s in JobStatus if s.is_terminal)

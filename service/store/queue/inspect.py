@@ -11,8 +11,8 @@ from typing import Protocol, TypeVar
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
-from service.errors import BadCursor, JobNotFound
-from service.store.models import Job, JobStatus
+from counterweight.service.errors import BadCursor, JobNotFound
+from counterweight.service.store.models import Job, JobStatus
 
 
 def get_job(session: Session, job_id: str, tenant: str | None = None) -> Job:

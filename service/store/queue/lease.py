@@ -17,10 +17,10 @@ from sqlalchemy import JSON, Float, Integer, String, Text, bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 
-from service.errors import LeaseLost
-from service.store.clock import db_now
-from service.store.models import Job, JobStatus
-from service.store.queue.events import record_event, record_status
+from counterweight.service.errors import LeaseLost
+from counterweight.service.store.clock import db_now
+from counterweight.service.store.models import Job, JobStatus
+from counterweight.service.store.queue.events import record_event, record_status
 
 MAX_BACKOFF_SECONDS = 300.0
 

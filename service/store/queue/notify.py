@@ -14,8 +14,8 @@ import time
 import psycopg
 from sqlalchemy.engine import make_url
 
-from service.store.engine import libpq_dsn
-from service.store.queue.enqueue import NEW_JOB_CHANNEL
+from counterweight.service.store.engine import libpq_dsn
+from counterweight.service.store.queue.enqueue import NEW_JOB_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from sqlalchemy import case, literal, update
 from sqlalchemy.orm import Session
 
-from service.store.clock import db_now
-from service.store.models import Job, JobStatus
-from service.store.queue.events import record_status_of
+from counterweight.service.store.clock import db_now
+from counterweight.service.store.models import Job, JobStatus
+from counterweight.service.store.queue.events import record_status_of
 
 LEASE_EXPIRED = "worker stopped heartbeating (lease expired)"
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.orm import Session
 
-from service.store.clock import db_now
-from service.store.models import WorkerRecord
+from counterweight.service.store.clock import db_now
+from counterweight.service.store.models import WorkerRecord
 
 
 def register(
