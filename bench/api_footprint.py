@@ -2,7 +2,9 @@
 at start, after admitting jobs, and after its first predict (which loads torch).
 
 - import: `python -c "import <app module>"` in a fresh interpreter, timed inside it
-  (interpreter start-up excluded), `--imports` times; the median and the range.
+  (interpreter start-up excluded), `--imports` times; the median and the range. The
+  same for the frameworks the app is built on alone (FRAMEWORKS): the floor no
+  layout of ours can go below.
 - memory: a real `counterweight api` on an empty SQLite home; VmRSS of its process
   (from /proc) once /readyz answers, after validating and submitting a digits job
   with every arch, and after one predict on a job a worker trained (1 epoch).
@@ -30,12 +32,11 @@ from typing import Any
 import httpx
 
 ARCHS = ({"arch": "mlp"}, {"arch": "small_cnn"}, {"arch": "resnet18"}, {"arch": "resnet32"})
+FRAMEWORKS = "fastapi.responses, sqlalchemy.orm, pydantic_settings, prometheus_client, numpy"
 
 
-def import_seconds(app_module: str, runs: int) -> list[float]:
-    code = (
-        f"import time; t = time.perf_counter(); import {app_module}; print(time.perf_counter() - t)"
-    )
+def import_seconds(modules: str, runs: int) -> list[float]:
+    code = f"import time; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
     times = []
     for _ in range(runs):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -126,10 +127,12 @@ def main() -> None:
     parser.add_argument("--no-predict", action="store_true")
     args = parser.parse_args()
     times = import_seconds(args.app_module, args.imports)
+    floor = import_seconds(FRAMEWORKS, args.imports)
     result = {
         "app_module": args.app_module,
         "import_seconds_median": round(statistics.median(times), 3),
         "import_seconds_range": [round(min(times), 3), round(max(times), 3)],
+        "frameworks_import_seconds_median": round(statistics.median(floor), 3),
         **measure_memory(args.cli_module, predict=not args.no_predict),
     }
     print(json.dumps(result, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -103,7 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.event_hub = hub = EventHub(app.state.sessions)
         hub.start()
         await app.state.poll_reads.open()
+        # What start-up made (modules, classes, the routes) lives as long as the process:
+        # out of the collector's sight, a full collection scans only what requests make.
+        # Otherwise, under load, one about every half minute scanned all of start-up's
+        # objects and stalled each API process for 0.1-0.2 s (BENCHMARKS.md, "The API
+        # process without torch"). Given back at shutdown, for a process that goes on.
+        gc.freeze()
         yield
+        gc.unfreeze()
         await hub.stop()
         await app.state.poll_reads.close()
         engine.dispose()

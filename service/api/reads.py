@@ -9,14 +9,15 @@ the read itself (BENCHMARKS.md, "Load").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.rows import namedtuple_row
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, Select
 
 from counterweight.service.store.engine import READ_ONLY, libpq_dsn, make_engine
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
 
 # Enough for the polls in flight at once: each holds a connection for one round trip.
 POSTGRES_CONNECTIONS = 4
@@ -49,6 +50,10 @@ class PollReads:
                 url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms, one_per_thread=True
             )
         else:
+            # Imported here: psycopg takes ~0.1 s to import, which an API on SQLite spares.
+            from psycopg.rows import namedtuple_row
+            from psycopg_pool import AsyncConnectionPool
+
             self._pool = AsyncConnectionPool(
                 libpq_dsn(url),
                 min_size=1,
@@ -73,6 +78,8 @@ class PollReads:
             connection = self._loop_engine.connect().execution_options(**{READ_ONLY: True})
             with connection, connection.begin():  # a deferred BEGIN (service.store.engine)
                 return connection.execute(statement, params).first()
+        import psycopg  # imported already, with the pool
+
         assert self._pool is not None
         sql = self._compiled.get(statement)
         if sql is None:
