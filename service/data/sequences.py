@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from counterweight.service.data.arrays import Floats, Labels, Rows
 from counterweight.service.data.splits import checked_sample_weight, given_sample_weight
-from counterweight.service.data.uploads import UPLOAD_ID, missing_upload, upload_path
+from counterweight.service.data.uploads import stored_upload, upload_path
 from counterweight.service.errors import DatasetError
 from counterweight.service.settings import get_settings
 from counterweight.service.spec import JobSpec
@@ -152,8 +152,7 @@ def _decode(home: Path, dataset_id: str) -> SequenceUpload:
 
 def load_sequence_upload(home: Path, dataset_id: str) -> SequenceUpload:
     """An uploaded sequence dataset, decoded once per process (uploads never change)."""
-    if not UPLOAD_ID.fullmatch(dataset_id) or not upload_path(home, dataset_id).is_file():
-        raise missing_upload(dataset_id)
+    stored_upload(home, dataset_id)  # DatasetError if there is none
     with _decoding:
         return _decode(home.resolve(), dataset_id)
 

@@ -224,14 +224,19 @@ def _check_sample_weight(weights: np.ndarray) -> None:
         )
 
 
-def load_upload_arrays(home: Path, dataset_id: str) -> UploadArrays:
-    """An upload's arrays, from the file alone (workers need no database row for it).
-    Raises DatasetError if there is no such upload."""
+def stored_upload(home: Path, dataset_id: str) -> Path:
+    """The file of upload `dataset_id` under `home`; DatasetError if there is none."""
     # Only ids this service made name a file: nothing a client sends can reach elsewhere.
     path = upload_path(home, dataset_id)
     if not UPLOAD_ID.fullmatch(dataset_id) or not path.is_file():
         raise missing_upload(dataset_id)
-    with np.load(path, allow_pickle=False) as archive:
+    return path
+
+
+def load_upload_arrays(home: Path, dataset_id: str) -> UploadArrays:
+    """An upload's arrays, from the file alone (workers need no database row for it).
+    Raises DatasetError if there is no such upload."""
+    with np.load(stored_upload(home, dataset_id), allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
 
     def inputs(x: np.ndarray) -> np.ndarray:
