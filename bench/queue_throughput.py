@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from counterweight.service.spec import JobSpec
 from counterweight.service.store.engine import (
+    SqliteSynchronous,
     make_engine,
     make_session_factory,
     transaction,
@@ -30,8 +31,10 @@ from counterweight.service.store.queue.lease import Lease, finish
 from tests.databases import drop_postgres_database, new_postgres_database
 
 
-def claim_until_empty(url: str, name: str, start: Barrier, out: mp.Queue[list[str]]) -> None:
-    sessions = make_session_factory(make_engine(url))
+def claim_until_empty(
+    url: str, name: str, start: Barrier, out: mp.Queue[list[str]], synchronous: SqliteSynchronous
+) -> None:
+    sessions = make_session_factory(make_engine(url, sqlite_synchronous=synchronous))
     claimed = []
     start.wait()
     while True:
@@ -44,10 +47,12 @@ def claim_until_empty(url: str, name: str, start: Barrier, out: mp.Queue[list[st
     out.put(claimed)
 
 
-def measure(url: str, jobs: int, workers: int) -> tuple[float, int, int]:
-    """(claims per second, jobs claimed, duplicates)."""
+def measure(
+    url: str, jobs: int, workers: int, synchronous: SqliteSynchronous = "full"
+) -> tuple[float, int, int]:
+    """(claims per second, jobs claimed, duplicates); `synchronous`: SQLite's pragma."""
     upgrade(url)
-    sessions = make_session_factory(make_engine(url))
+    sessions = make_session_factory(make_engine(url, sqlite_synchronous=synchronous))
     spec = JobSpec.model_validate({"dataset": {"name": "digits"}})
     with transaction(sessions) as session:
         for _ in range(jobs):
@@ -56,7 +61,7 @@ def measure(url: str, jobs: int, workers: int) -> tuple[float, int, int]:
     start = ctx.Barrier(workers + 1)
     out: mp.Queue[list[str]] = ctx.Queue()
     procs = [
-        ctx.Process(target=claim_until_empty, args=(url, f"w{i}", start, out))
+        ctx.Process(target=claim_until_empty, args=(url, f"w{i}", start, out, synchronous))
         for i in range(workers)
     ]
     for proc in procs:

@@ -73,6 +73,12 @@ class LeaseLost(DomainError):
         super().__init__(f"worker {owner} no longer holds job {job_id} (attempt {attempt})")
 
 
+class DatabaseUnavailable(DomainError):
+    """The database cannot be written or reached: read-only, its file deleted, the disk
+    full or failing, the server down (503); at start-up, a SQLite file missing from a
+    home that has held one (service.store.sqlite_file). The message says which."""
+
+
 # --- sweeps, keys -----------------------------------------------------------------------
 
 

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         5.0, ge=0, description="Delay before retry n is 2^(n-1) times this, capped at 300 s."
     )
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        "full",
+        description="SQLite's synchronous pragma. full: every commit is on disk before the "
+        "API answers (a 202 survives a power cut); normal: faster commits, but an OS crash, "
+        "power cut or failing file system loses the last ones, already answered.",
+    )
     worker_nice: int = Field(
         10,
         ge=0,
@@ -60,6 +66,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest total size of an upload's arrays once decompressed, in bytes "
         "(a small np.savez_compressed file can expand to any size); larger is a 413.",
+    )
+    dataset_cache_bytes: int = Field(
+        2**30,
+        ge=0,
+        description="Decoded datasets a process keeps for the next job, in bytes (least "
+        "recently used go first). The API keeps only labels and shapes, never inputs.",
     )
     max_predict_inputs: int = Field(
         1024,

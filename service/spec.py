@@ -1,7 +1,11 @@
 """The job spec (DESIGN.md section 4): what a client asks to be trained.
 
 Every model forbids unknown fields so that a typo is a 422 naming the field,
-not a silently ignored option. Checks that need only the spec live here; checks
+not a silently ignored option. Types are strict ("yes" is not a boolean, 2.0 not an
+integer), numbers finite (JSON's NaN and Infinity extensions are refused) and bounded:
+a value that would overflow float32, where training computes, or run for ever is a
+422 at submit, not a failure an hour later. Strings hold no NUL and no lone surrogate:
+neither can be a file name or a database value. Checks that need only the spec live here; checks
 that need the data (class ids in range, weight shapes) live in
 service.data.splits and service.rebalance.plan, and also run at submit time.
 """
@@ -13,6 +17,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -46,8 +51,30 @@ CLASS_WEIGHT_HELP = (
 )
 
 
+# Epochs, milestones, patience: as many as anyone trains for.
+MAX_EPOCHS = 10_000
+
+
+def _plain_text(value: str) -> str:
+    # NUL cannot be in a path or a Postgres text value, and a lone surrogate cannot be
+    # encoded as UTF-8: either would fail deep inside the server, not as a 422.
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("contains a lone surrogate, which is not valid Unicode text") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(_plain_text)]
+# Weights are checked against the data, where a message can name the class or row at fault
+# (service.rebalance.weights, service.data.splits): NaN and inf are let through to there.
+AnyFloat = Annotated[float, Field(allow_inf_nan=True)]
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DatasetSpec(StrictModel):
@@ -55,10 +82,10 @@ class DatasetSpec(StrictModel):
         description="digits (ships with scikit-learn), mnist, fashion_mnist, cifar10 (on disk "
         "under the data root), image_folder (`path`) or uploaded (`id`)."
     )
-    path: str | None = Field(
+    path: Text | None = Field(
         None, description="image_folder: folder under the data root holding train/ and test/."
     )
-    id: str | None = Field(None, description="uploaded: the id from POST /v1/datasets.")
+    id: Text | None = Field(None, description="uploaded: the id from POST /v1/datasets.")
     classes: list[int] | None = Field(
         None,
         min_length=2,
@@ -89,7 +116,7 @@ class ImbalanceSpec(StrictModel):
 
     profile: Literal["none", "step", "exponential", "counts"] = "none"
     ratio: float | None = Field(
-        None, ge=1, description="step, exponential: n_max / n_min (required for them)."
+        None, ge=1, le=1e9, description="step, exponential: n_max / n_min (required for them)."
     )
     minority: list[int] | None = Field(
         None,
@@ -117,20 +144,24 @@ class ImbalanceSpec(StrictModel):
 
 class LossSpec(StrictModel):
     type: LossType = "cross_entropy"
-    gamma: float = Field(2.0, ge=0, description="focal (and class_balanced with base focal).")
-    alpha: list[float] | None = Field(
+    gamma: float = Field(
+        2.0, ge=0, le=100, description="focal (and class_balanced with base focal)."
+    )
+    alpha: list[AnyFloat] | None = Field(
         None, description="focal: per-class alpha, one per class in the job."
     )
     beta: float = Field(0.999, ge=0, lt=1, description="class_balanced: effective-number beta.")
     base: Literal["cross_entropy", "focal"] = Field(
         "cross_entropy", description="class_balanced: the loss it re-weights."
     )
-    max_margin: float = Field(0.5, gt=0, description="ldam: margin of the rarest class.")
-    scale: float = Field(30.0, gt=0, description="ldam: logit scale s.")
+    max_margin: float = Field(0.5, gt=0, le=10, description="ldam: margin of the rarest class.")
+    scale: float = Field(30.0, gt=0, le=1000, description="ldam: logit scale s.")
     drw_epoch: PositiveInt | None = Field(
-        None, description="ldam: from this epoch (1-based) on, re-weight by effective number."
+        None,
+        le=MAX_EPOCHS,
+        description="ldam: from this epoch (1-based) on, re-weight by effective number.",
     )
-    tau: float = Field(1.0, ge=0, description="logit_adjusted: strength of the prior term.")
+    tau: float = Field(1.0, ge=0, le=100, description="logit_adjusted: strength of the prior term.")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     reduction: Literal["weighted_mean", "mean"] = Field(
         "weighted_mean",
@@ -155,7 +186,9 @@ def _class_weight_kind(value: Any) -> str:
 ClassWeight = Annotated[
     Annotated[EffectiveNumber, Tag("effective_number")]
     | Annotated[Literal["balanced", "inverse_sqrt"], Tag("rule")]
-    | Annotated[dict[str, float], Tag("object")],
+    # Plain floats: checked against the job's classes (service.rebalance.weights), which
+    # names the class whose weight is at fault.
+    | Annotated[dict[Text, AnyFloat], Tag("object")],
     Discriminator(_class_weight_kind),
 ]
 
@@ -183,16 +216,23 @@ class ModelSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    epochs: PositiveInt = Field(10, le=10_000)
+    epochs: PositiveInt = Field(10, le=MAX_EPOCHS)
     batch_size: PositiveInt = Field(128, le=65_536)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
     schedule: Literal["constant", "cosine", "step"] = "constant"
-    warmup_epochs: NonNegativeInt = Field(0, description="Linear warm-up of the learning rate.")
-    step_milestones: list[PositiveInt] | None = Field(
-        None, description="step schedule: epochs after which lr is multiplied by step_gamma."
+    warmup_epochs: NonNegativeInt = Field(
+        0,
+        le=MAX_EPOCHS,
+        description="Linear warm-up of the learning rate; fewer than `epochs`, so that the "
+        "learning rate is reached.",
+    )
+    step_milestones: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] | None = Field(
+        None,
+        max_length=100,
+        description="step schedule: epochs after which lr is multiplied by step_gamma.",
     )
     step_gamma: float = Field(0.1, gt=0, le=1)
     augment: bool | None = Field(
@@ -204,11 +244,22 @@ class TrainSpec(StrictModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     select_by: SelectBy = "balanced_accuracy"
     early_stopping_patience: PositiveInt | None = Field(
-        None, description="Stop after this many epochs without improving `select_by`."
+        None,
+        le=MAX_EPOCHS,
+        description="Stop after this many epochs without improving `select_by`.",
     )
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N."
     )
+
+    @model_validator(mode="after")
+    def _warmup_ends(self) -> TrainSpec:
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"train.warmup_epochs: {self.warmup_epochs} is not fewer than train.epochs "
+                f"({self.epochs}); the learning rate would never reach train.lr"
+            )
+        return self
 
 
 # Sequence labeling: what a spec may leave out and gets instead of the classification default.
@@ -228,7 +279,9 @@ class JobSpec(StrictModel):
     imbalance: ImbalanceSpec = Field(default_factory=ImbalanceSpec)
     loss: LossSpec = Field(default_factory=LossSpec)
     class_weight: ClassWeight | None = Field(None, description=f"null, or {CLASS_WEIGHT_HELP}.")
-    sample_weight: list[float] | list[list[float]] | Literal["from_dataset"] | None = Field(
+    # Plain floats: each is checked with its row and position against the data
+    # (service.data.splits.checked_sample_weight), which says which one is at fault.
+    sample_weight: list[AnyFloat] | list[list[AnyFloat]] | Literal["from_dataset"] | None = Field(
         None,
         description="One weight per row of the dataset's training split as stored, before "
         "any subsetting, (N,); for sequence_labeling also one per timestep, (N, T); or "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from counterweight.service.errors import DatabaseUnavailable
 from counterweight.service.logs import configure_logging
 from counterweight.service.settings import Settings
 from counterweight.workers.worker import run_worker
@@ -21,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # before logging exists: say it plainly
         sys.stderr.write(f"counterweight: {exc}\n")
         return 2
-    run_worker(Settings(), args.device)
+    try:
+        run_worker(Settings(), args.device)
+    except DatabaseUnavailable as exc:  # e.g. the SQLite file missing at start-up
+        sys.stderr.write(f"counterweight: {exc}\n")
+        return 2
     return 0
 
 

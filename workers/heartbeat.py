@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from counterweight.service.errors import LeaseLost
+from counterweight.service.store.availability import describe_failure
 from counterweight.service.store.engine import transaction
 from counterweight.service.store.queue import workers
 from counterweight.service.store.queue.lease import Lease, heartbeat
@@ -83,7 +84,7 @@ class Heartbeat(threading.Thread):
             return False
         except SQLAlchemyError as exc:
             # The database may be restarting; keep trying until the lease would lapse.
-            log.warning("job=%s heartbeat failed: %s", self._lease.job_id, exc)
+            log.warning("job=%s heartbeat failed: %s", self._lease.job_id, describe_failure(exc))
             with self._lock:
                 self._progress = self._progress or progress
                 # Rolled back: these rows come first again, before any newer epoch.
@@ -122,6 +123,7 @@ class Presence(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
+        failing = False
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
@@ -132,7 +134,18 @@ class Presence(threading.Thread):
                     workers.beat(session, self._worker_id, self._job_id)
             except SQLAlchemyError as exc:
                 # Only the listing goes stale meanwhile; the job's own lease is renewed apart.
-                log.warning("worker %s: registry heartbeat failed: %s", self._worker_id, exc)
+                # Said once an outage, not every beat: the worker's loop reports it too.
+                if not failing:
+                    log.warning(
+                        "worker %s: registry heartbeat failed: %s; retrying quietly",
+                        self._worker_id,
+                        describe_failure(exc),
+                    )
+                failing = True
+                continue
+            if failing:
+                log.info("worker %s: registry heartbeat works again", self._worker_id)
+            failing = False
 
     def stop(self) -> None:
         self._done.set()

@@ -10,7 +10,8 @@ Workers on many hosts share only the database and the artifact store
 from the store into this host's home before it trains, each checkpoint goes to
 the store as it is written, and the model, card and plots before the job is
 marked succeeded. Each worker registers itself (GET /v1/workers) under a fresh
-id, which is also the owner of the jobs it leases.
+id, which is also the owner of the jobs it leases, with the CUDA devices it has:
+it claims only jobs whose train.device it can run (service.store.queue.devices).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from counterweight.service.artifacts import CARD, CHECKPOINT, MODEL, job_dir, job_key, plot_name
+from counterweight.service.data.paths import without_roots
 from counterweight.service.data.uploads import upload_key, upload_path
 from counterweight.service.errors import DatasetError, LeaseLost, StorageError
 from counterweight.service.logs import job_logging
@@ -42,6 +44,7 @@ from counterweight.service.settings import Settings
 from counterweight.service.spec import JobSpec
 from counterweight.service.storage import storage_for
 from counterweight.service.storage.jobs import fetch, upload
+from counterweight.service.store.availability import describe_failure
 from counterweight.service.store.engine import (
     make_engine,
     make_session_factory,
@@ -58,9 +61,13 @@ from counterweight.workers.heartbeat import Heartbeat, Presence
 from counterweight.workers.plots import render_plots
 from counterweight.workers.training.checkpoint import mirrored
 from counterweight.workers.training.engine import train_job
-from counterweight.workers.training.loop import Progress, TrainingResult
+from counterweight.workers.training.loop import Progress, TrainingDiverged, TrainingResult
 
 log = logging.getLogger(__name__)
+
+# After database calls fail n times in a row the worker waits 2^(n-1) s, at most this:
+# an outage that lasts (a read-only file system, a failover) costs a log line a while.
+MAX_DATABASE_BACKOFF_SECONDS = 30.0
 
 
 class JobInputError(ValueError):
@@ -84,6 +91,12 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cuda_devices(device: str) -> int:
+    """What a worker on `device` advertises: the CUDA devices torch sees, or 0 on the CPU
+    (a worker told to train on the CPU runs no cuda job, whatever the host has)."""
+    return torch.cuda.device_count() if device.startswith("cuda") else 0
+
+
 def describe_device(device: str) -> str:
     """The device as GET /v1/workers shows it: "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"."""
     if not device.startswith("cuda"):
@@ -101,10 +114,13 @@ class Worker:
             raise RuntimeError(f"--device {self.device} given but CUDA is not available")
         self.id = new_job_id()  # fresh on every start; the registry row says where it runs
         self.engine = make_engine(
-            settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+            settings.resolved_database_url,
+            sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )
         self.sessions = make_session_factory(self.engine)
         self.storage = storage_for(settings)
+        self.cuda_devices = cuda_devices(self.device)
         self.presence = Presence(self.sessions, self.id, interval=settings.heartbeat_seconds)
         self.shutdown = threading.Event()
         self._waiter = JobWaiter(settings.resolved_database_url, self.shutdown)
@@ -127,18 +143,29 @@ class Worker:
                 hostname=hostname,
                 pid=os.getpid(),
                 device=describe_device(self.device),
+                cuda_devices=self.cuda_devices,
             )
         log.info("worker %s started on %s, host %s", self.id, self.device, hostname)
         self.presence.start()
+        failures = 0  # database calls failed in a row
         try:
             while not self.shutdown.is_set():
                 try:
                     self._sweep_if_due()
-                    if not self.run_one():
-                        self._waiter.wait(self.settings.resolved_poll_seconds)
+                    claimed = self.run_one()
                 except SQLAlchemyError as exc:
-                    log.warning("worker %s: database unavailable (%s); retrying", self.id, exc)
-                    self.shutdown.wait(1.0)
+                    failures += 1
+                    delay = min(MAX_DATABASE_BACKOFF_SECONDS, 2.0 ** (failures - 1))
+                    log.warning(
+                        "worker %s: %s; retrying in %.0f s", self.id, describe_failure(exc), delay
+                    )
+                    self.shutdown.wait(delay)
+                    continue
+                if failures:
+                    log.info("worker %s: the database works again", self.id)
+                    failures = 0
+                if not claimed:
+                    self._waiter.wait(self.settings.resolved_poll_seconds)
         finally:
             self.presence.stop()
             self._unregister()
@@ -152,20 +179,28 @@ class Worker:
                 mark_stopped(session, self.id)
         except SQLAlchemyError as exc:
             # Harmless: the registry drops a silent worker once its heartbeat is stale.
-            log.warning("worker %s: not marked stopped (%s)", self.id, exc)
+            log.warning("worker %s: not marked stopped (%s)", self.id, describe_failure(exc))
 
     def _sweep_if_due(self) -> None:
         if time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + self.settings.sweep_seconds
         with transaction(self.sessions) as session:
-            for job_id, status in sweep_expired(session):
-                log.warning("job=%s lease expired; now %s", job_id, status.value)
+            swept = sweep_expired(session)
+        # Told once committed: a sweep whose commit fails (a read-only file system fails
+        # only there) re-queued nothing, however often it is tried.
+        for job_id, status in swept:
+            log.warning("job=%s lease expired; now %s", job_id, status.value)
 
     def run_one(self) -> bool:
         """Claim and run one job; False if the queue had none."""
         with transaction(self.sessions) as session:
-            job = claim(session, worker_id=self.id, lease_seconds=self.settings.lease_seconds)
+            job = claim(
+                session,
+                worker_id=self.id,
+                lease_seconds=self.settings.lease_seconds,
+                cuda_devices=self.cuda_devices,
+            )
         if job is None:
             return False
         with job_logging(job.id):  # every line about this job carries its id
@@ -212,7 +247,7 @@ class Worker:
                     report=report,
                     should_stop=beat.should_stop,
                 )
-        except (DatasetError, JobInputError, ValidationError) as exc:
+        except (DatasetError, JobInputError, ValidationError, TrainingDiverged) as exc:
             log.warning("job=%s cannot run: %s", job.id, exc)
             return partial(self._fail, lease, str(exc), retryable=False)
         except Exception as exc:  # one job's crash must not end the worker
@@ -268,6 +303,11 @@ class Worker:
             upload(self.storage, self.settings.home, job_id, name)
 
     def _fail(self, lease: Lease, error: str, *, retryable: bool) -> None:
+        # The API serves the error: files named relative to the data root or the home, as
+        # everywhere in its answers (service.data.paths); the log keeps them absolute.
+        settings = self.settings
+        roots = (settings.resolved_data_root, settings.resolved_storage_dir, settings.home)
+        error = without_roots(error, *roots)
         backoff = self.settings.retry_backoff_seconds
         self._settle(lease, fail, error=error, retryable=retryable, backoff_seconds=backoff)
 
@@ -286,7 +326,11 @@ class Worker:
             except SQLAlchemyError as exc:
                 if time.monotonic() > deadline:
                     raise  # the sweeper re-queues it; the checkpoint makes the rerun short
-                log.warning("job=%s recording the outcome failed (%s); retrying", lease.job_id, exc)
+                log.warning(
+                    "job=%s recording the outcome failed (%s); retrying",
+                    lease.job_id,
+                    describe_failure(exc),
+                )
                 time.sleep(1.0)
 
 

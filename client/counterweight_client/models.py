@@ -43,6 +43,7 @@ class Job:
     max_attempts: int
     progress: Progress | None
     error: str | None
+    waiting: str | None  # why a queued job cannot start (no live worker can run it)
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
@@ -62,6 +63,7 @@ class Job:
             max_attempts=int(body.get("max_attempts", 0)),
             progress=Progress.from_json(progress) if isinstance(progress, dict) else None,
             error=body.get("error"),
+            waiting=body.get("waiting"),
             created_at=_time(body.get("created_at")),
             started_at=_time(body.get("started_at")),
             finished_at=_time(body.get("finished_at")),

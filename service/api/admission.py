@@ -67,14 +67,14 @@ def check_model(spec: JobSpec, input_shape: Sequence[int], num_classes: int, cap
 
 
 def split(spec: JobSpec, data_root: Path, home: Path | None) -> SplitPlan | SequenceSplits:
-    """Split the data as the worker will (row numbers only, no inputs copied), and check
+    """Split the data as the worker will (row numbers only, no inputs read), and check
     that the model and augmentation fit its inputs; raises DatasetError. `data_root` and
     `home` as for service.data.splits.plan_splits."""
     if spec.task == "sequence_labeling":
         sentences = plan_sequence_splits(spec, home)
         augment_enabled(spec, sentences.train.words.shape[1:])  # refuses augment: true
         return sentences
-    rows = plan_splits(spec, data_root, home)
+    rows = plan_splits(spec, data_root, home, inputs=False)
     check_arch_input(spec.model.arch, rows.input_shape)
     augment_enabled(spec, rows.input_shape)  # refuses augment: true on non-images
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
 
 from counterweight.service.api import (
     metrics,
@@ -21,15 +24,17 @@ from counterweight.service.api import (
     routes_sweeps,
     routes_workers,
 )
+from counterweight.service.api.allow import method_not_allowed
 from counterweight.service.api.auth import KeyCache
 from counterweight.service.api.deps import require_key_on_v1
 from counterweight.service.api.events import EventHub
-from counterweight.service.api.middleware import BodySizeLimit
+from counterweight.service.api.middleware import BodySizeLimit, NoNulInUrl
 from counterweight.service.api.openapi import document_security
 from counterweight.service.api.reads import PollReads
 from counterweight.service.errors import (
     ArtifactMissing,
     BadCursor,
+    DatabaseUnavailable,
     DatasetError,
     DatasetNotFound,
     DomainError,
@@ -47,7 +52,15 @@ from counterweight.service.errors import (
     UploadTooLarge,
 )
 from counterweight.service.settings import Settings, get_settings
-from counterweight.service.store.engine import make_engine, make_session_factory, upgrade
+from counterweight.service.store.availability import unavailable
+from counterweight.service.store.engine import (
+    dumps_json,
+    make_engine,
+    make_session_factory,
+    upgrade,
+)
+
+log = logging.getLogger(__name__)
 
 # Every domain error a request can meet, and its status; any other is a bug (500).
 ERROR_STATUS: dict[type[DomainError], int] = {
@@ -67,7 +80,17 @@ ERROR_STATUS: dict[type[DomainError], int] = {
     LimitExceeded: 422,
     QueueFull: 429,
     StorageError: 503,
+    DatabaseUnavailable: 503,  # read-only, its file gone, the server down (_database_error)
 }
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always renders: NaN and infinities become null and non-ASCII text is
+    escaped, so that a value no encoder takes (a diverged metric, a lone surrogate echoed
+    in an error message) is still an answer, not a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps_json(content).encode("ascii")
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -84,14 +107,24 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"field": _field(tuple(e["loc"])), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
     ]
     message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
-    return JSONResponse(status_code=422, content={"detail": message, "errors": errors})
+    return SafeJSONResponse(status_code=422, content={"detail": message, "errors": errors})
 
 
 def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     status = next((ERROR_STATUS[c] for c in type(exc).__mro__ if c in ERROR_STATUS), None)
     if status is None:
         raise exc  # not a client's doing: the server error it is
-    return JSONResponse(status_code=status, content={"detail": str(exc)})
+    return SafeJSONResponse(status_code=status, content={"detail": str(exc)})
+
+
+def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database that cannot be written or reached is DatabaseUnavailable (503, saying
+    why, and logged: the operator must act); any other database error is a bug (500)."""
+    refused = unavailable(exc)
+    if refused is None:
+        raise exc
+    log.warning("%s %s: %s", request.method, request.url.path, refused)
+    return _domain_error(request, refused)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -117,13 +150,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.dispose()
 
     engine = make_engine(
-        settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+        settings.resolved_database_url,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
     app = FastAPI(
         title="Counterweight",
         version="1",
         summary="Training as a service for class-imbalanced learning.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
         # Every /v1 route, whichever router brings it, needs an API key (service.api.deps).
         dependencies=[Depends(require_key_on_v1)],
     )
@@ -132,8 +168,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.poll_reads = PollReads(engine, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(NoNulInUrl)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(HTTPException, method_not_allowed)  # every 405's Allow, in full
     app.include_router(routes_health.router)
     metrics.install(app, app.state.sessions, live_seconds=settings.lease_seconds)
     app.include_router(routes_jobs.router)

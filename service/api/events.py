@@ -183,10 +183,12 @@ async def stream(
         replayed, ended = await replay(sessions, job_id, after)
         while True:
             for event in replayed:
-                if event.seq <= last:
-                    continue
-                yield event.encode()
-                last = event.seq
+                if event.seq > last:
+                    yield event.encode()
+                    last = event.seq
+                # Ends the stream even when not sent: a client whose cursor is past the
+                # job's last event (it claims to have seen more) gets no terminal event
+                # to wait for, and would otherwise be followed with keep-alives forever.
                 if is_terminal(event.type, event.data):
                     return
             if ended:

@@ -35,6 +35,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from counterweight.service.errors import DatabaseUnavailable
+from counterweight.service.store.availability import check_writable
 from counterweight.service.store.engine import read_only
 from counterweight.service.store.models import Job, JobStatus, WorkerRecord
 from counterweight.service.store.queue.workers import is_live
@@ -102,8 +104,14 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
-            "counterweight_database_up", "Whether the last scrape could read the database."
+            "counterweight_database_up",
+            "Whether the last scrape could write the database (as /readyz) and read it.",
         )
+        try:
+            check_writable(self._sessions)
+            writable = True
+        except DatabaseUnavailable:
+            writable = False  # a read-only database still has figures to show
         try:
             with read_only(self._sessions) as session:
                 metrics = [*self._jobs(session), *self._workers(session)]
@@ -111,7 +119,7 @@ class DatabaseCollector(Collector):
             up.add_metric([], 0)
             yield up  # the job and worker figures are unknown, not zero
             return
-        up.add_metric([], 1)
+        up.add_metric([], int(writable))
         yield up
         yield from metrics
 

@@ -1,6 +1,9 @@
-"""ASGI middleware of the API: the cap on request bodies (COUNTERWEIGHT_MAX_REQUEST_BYTES)."""
+"""ASGI middleware of the API: the cap on request bodies (COUNTERWEIGHT_MAX_REQUEST_BYTES),
+and URLs that hold a NUL character."""
 
 from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
 
 from fastapi import HTTPException
 from starlette.responses import JSONResponse
@@ -47,3 +50,26 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class NoNulInUrl:
+    """ASGI middleware: a URL whose path or query holds a NUL character (%00) is refused
+    before any route sees it. No id, name or cursor holds one, and Postgres cannot even
+    compare a text value holding one: it would be a 500 at whichever query met it first.
+    (A lone surrogate cannot reach a route: URLs are decoded with replacement characters.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"]:
+            status, detail = 404, "no such resource: the URL path holds a NUL character (%00)"
+        elif b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
+            status, detail = 422, "query: a parameter holds a NUL character (%00)"
+        else:
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse(status_code=status, content={"detail": detail})(scope, receive, send)

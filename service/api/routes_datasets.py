@@ -3,6 +3,7 @@ datasets, read one."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ IMAGE_FOLDER_EXPECTED = (
 
 
 def _builtin(name: str, data_root: Path) -> BuiltinDatasetOut:
-    """A built-in and whether its files are there (checked by name, nothing decoded)."""
+    """A built-in and whether its files are there (checked by name, nothing decoded). Its
+    location is relative to the data root: where that lies is the operator's business."""
     if name == "digits":
         return BuiltinDatasetOut(
             id=name,
@@ -45,7 +47,7 @@ def _builtin(name: str, data_root: Path) -> BuiltinDatasetOut:
         kind="images",
         available=all(file.is_file() for file in files),
         dataset={"name": name},
-        location=str(data_root / layout.folder),
+        location=layout.folder,
         expected=f"torchvision's {layout.title} files: {', '.join(layout.files)}",
     )
 
@@ -57,7 +59,7 @@ def _builtins(data_root: Path) -> list[BuiltinDatasetOut]:
         kind="image_folder",
         available=data_root.is_dir(),
         dataset={"name": "image_folder", "path": "<folder under the data root>"},
-        location=str(data_root),
+        location=".",  # the data root itself: any folder under it
         expected=IMAGE_FOLDER_EXPECTED,
     )
     return [*listed, folder]
@@ -101,8 +103,10 @@ async def upload_dataset(
             store_upload, received, sessions, settings, principal.tenant
         )
     finally:
-        # Gone already when stored (os.replace moved it); removes it after a refusal.
-        received.path.unlink(missing_ok=True)
+        # Gone already when stored (os.replace moved it); removes it after a refusal. On a
+        # file system gone read-only it stays: the refusal (503) matters, not the file.
+        with suppress(OSError):
+            received.path.unlink(missing_ok=True)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return UploadedDatasetOut.of(dataset)
 

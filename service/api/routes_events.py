@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from counterweight.service.api.deps import PrincipalDep
 from counterweight.service.api.events import EventHub, stream
 from counterweight.service.store.engine import read_only
+from counterweight.service.store.queue.events import MAX_SEQ
 from counterweight.service.store.queue.inspect import get_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -34,13 +35,18 @@ async def job_events(
     job_id: str,
     request: Request,
     principal: PrincipalDep,
-    after: Annotated[int, Query(ge=0, description="Resume after this seq (0: from the start)")] = 0,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_SEQ, description="Resume after this seq (0: from the start)"),
+    ] = 0,
     last_event_id: Annotated[
-        int | None, Header(ge=0, description="Resume after this seq (wins over `after`)")
+        int | None,
+        Header(ge=0, le=MAX_SEQ, description="Resume after this seq (wins over `after`)"),
     ] = None,
 ) -> StreamingResponse:
     """Status changes, progress and each epoch's validation metrics, as server-sent
-    events (`id` is the event's seq); the stream ends after the job's final status."""
+    events (`id` is the event's seq); the stream ends after the job's final status, also
+    when the cursor is past it."""
     sessions: sessionmaker[Session] = request.app.state.sessions
 
     def check() -> None:

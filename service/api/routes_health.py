@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from counterweight.service.api.deps import SessionsDep
 from counterweight.service.api.schemas import Health
+from counterweight.service.errors import DatabaseUnavailable
+from counterweight.service.store.availability import check_writable
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model_exclude_none=True)
 def healthz() -> Health:
     """The process is up."""
     return Health(status="ok")
 
 
-@router.get("/readyz", responses={503: {"model": Health}})
+@router.get("/readyz", responses={503: {"model": Health}}, response_model_exclude_none=True)
 def readyz(sessions: SessionsDep, response: Response) -> Health:
-    """The database answers."""
+    """The database takes a write: one that answers reads but refuses writes (read-only,
+    its file deleted) is not ready, since every submission would fail."""
     try:
-        with sessions() as session:
-            session.execute(text("SELECT 1"))
-    except SQLAlchemyError:
+        check_writable(sessions)
+    except DatabaseUnavailable as exc:
         response.status_code = 503
-        return Health(status="database unavailable")
+        return Health(status="database unavailable", detail=str(exc))
     return Health(status="ok")

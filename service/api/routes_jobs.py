@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -15,11 +16,13 @@ from counterweight.service.api.deps import PollReadsDep, PrincipalDep, SessionsD
 from counterweight.service.api.schemas import JobOut, JobPage, ValidationReport
 from counterweight.service.artifacts import CARD, MODEL
 from counterweight.service.errors import JobStateConflict
+from counterweight.service.settings import Settings
 from counterweight.service.spec import JobSpec
 from counterweight.service.storage.jobs import job_file
 from counterweight.service.store.engine import read_only, transaction
 from counterweight.service.store.models import Job, JobStatus
 from counterweight.service.store.queue.cancel import request_cancel
+from counterweight.service.store.queue.devices import LIVE_FLEET, Fleet, live_fleet
 from counterweight.service.store.queue.enqueue import enqueue
 from counterweight.service.store.queue.inspect import JOB_STATUS, get_job, list_jobs, visible
 
@@ -64,10 +67,11 @@ def submit_job(
             idempotency_key=idempotency_key,
             max_queued=settings.max_queued_jobs_per_tenant,
         )
+        fleet = _fleet_for([job], session, settings)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    return JobOut.of(job)
+    return JobOut.of(job, fleet)
 
 
 @router.post("/validate")
@@ -86,28 +90,46 @@ def validate_job(
     )
 
 
+def _fleet_for(jobs: Sequence[Job], session: Session, settings: Settings) -> Fleet | None:
+    """The live workers, read only when a job shown is queued (JobOut.waiting)."""
+    if not any(job.status == JobStatus.queued for job in jobs):
+        return None
+    return live_fleet(session, stale_after_seconds=settings.lease_seconds)
+
+
 @router.get("")
 def list_all(
     sessions: SessionsDep,
+    settings: SettingsDep,
     principal: PrincipalDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None, Query(min_length=1, description="`next_cursor` of the previous page")
+    ] = None,
 ) -> JobPage:
     """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
     with read_only(sessions) as session:
         jobs, next_cursor = list_jobs(
             session, status=status, limit=limit, cursor=cursor, tenant=principal.scope
         )
-        return JobPage(data=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
+        fleet = _fleet_for(jobs, session, settings)
+        return JobPage(data=[JobOut.of(job, fleet) for job in jobs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", responses=ERRORS, response_model=JobOut)
-async def read_job(job_id: str, reads: PollReadsDep, principal: PrincipalDep) -> Response:
+async def read_job(
+    job_id: str, reads: PollReadsDep, settings: SettingsDep, principal: PrincipalDep
+) -> Response:
     """The job's status and progress: what clients poll, so the leanest read there is
-    (service.api.reads), serialized once (FastAPI would validate a returned model again)."""
+    (service.api.reads), serialized once (FastAPI would validate a returned model again).
+    A queued job costs a second read, of the live workers, to say if one can run it."""
     row = visible(await reads.first(JOB_STATUS, {"job_id": job_id}), job_id, principal.scope)
-    return Response(JobOut.of(row).model_dump_json(), media_type="application/json")
+    fleet = None
+    if row.status == JobStatus.queued:
+        params = {"stale_after_seconds": settings.lease_seconds}
+        fleet = Fleet.of(await reads.first(LIVE_FLEET, params))
+    return Response(JobOut.of(row, fleet).model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", responses=ERRORS)

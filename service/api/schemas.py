@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from counterweight.service.api import sweeps
 from counterweight.service.data.npz import DatasetKind
 from counterweight.service.store.models import Dataset, Job, JobStatus, Sweep
+from counterweight.service.store.queue.devices import Fleet
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -28,7 +29,8 @@ class ProgressOut(BaseModel):
     epochs: int
     fraction: float
     eta_seconds: float | None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    # null where a value was not finite (service.store.engine writes NaN and inf as null)
+    metrics: dict[str, float | None] = Field(default_factory=dict)
 
 
 class JobOut(BaseModel):
@@ -36,24 +38,38 @@ class JobOut(BaseModel):
     status: JobStatus
     attempt: int
     max_attempts: int
+    forgiven_attempts: int = Field(
+        description="Attempts lost to a worker that died while the job made progress: they "
+        "do not count against max_attempts (DESIGN.md section 2)."
+    )
     priority: int
     cancel_requested: bool
     progress: ProgressOut | None
     error: str | None
+    waiting: str | None = Field(
+        description="Why a queued job cannot start: no live worker can run it, e.g. 'no live "
+        "worker has a CUDA device (2 live workers, cpu)'. Null otherwise."
+    )
     spec: dict[str, Any]
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job | Any) -> JobOut:
+    def of(cls, job: Job | Any, fleet: Fleet | None = None) -> JobOut:
         """From an ORM job, or a row of service.store.queue.inspect.JOB_STATUS (any driver's:
-        columns as attributes, a status as the enum or its value)."""
+        columns as attributes, a status as the enum or its value). `fleet`, the live
+        workers, is needed only for a queued job: it says whether one can run it."""
+        waiting = None
+        if fleet is not None and job.status == JobStatus.queued:
+            waiting = fleet.why_waiting(job.cuda_devices_needed)
         return cls(
             id=job.id,
             status=job.status,
             attempt=job.attempt,
             max_attempts=job.max_attempts,
+            forgiven_attempts=job.forgiven_attempts,
+            waiting=waiting,
             priority=job.priority,
             cancel_requested=job.cancel_requested,
             progress=ProgressOut.model_validate(job.progress) if job.progress else None,
@@ -157,7 +173,8 @@ class BuiltinDatasetOut(BaseModel):
     kind: Literal["images", "image_folder"]
     available: bool
     dataset: dict[str, str]
-    location: str | None  # where its files are expected; null: ships with the service
+    # Where its files are expected, relative to the data root; null: ships with the service.
+    location: str | None
     expected: str
 
 
@@ -217,7 +234,10 @@ class WorkerOut(BaseModel):
     hostname: str
     pid: int
     device: str
-    current_job_id: str | None
+    cuda_devices: int = Field(description="CUDA devices it trains on (0: the CPU).")
+    current_job_id: str | None = Field(
+        description="The job it runs; null when idle, or when the job is another tenant's."
+    )
     started_at: UtcTime
     heartbeat_at: UtcTime
 
@@ -229,3 +249,4 @@ class WorkerList(BaseModel):
 
 class Health(BaseModel):
     status: str
+    detail: str | None = Field(None, description="Why the service is not ready.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from counterweight.service.data.uploads import inspect_npz, new_upload_file, upload_key, upload_path
-from counterweight.service.errors import DatasetError, UploadTooLarge
+from counterweight.service.errors import DatasetError, StorageError, UploadTooLarge
 from counterweight.service.settings import Settings
 from counterweight.service.storage import Storage, storage_for
 from counterweight.service.store.datasets import add_dataset
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 # Room for the multipart boundaries and part headers around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MAX_FILENAME = 255  # the datasets.filename column's length
 HOW_TO_SEND = "send the .npz as the multipart/form-data field 'file' (curl -F file=@data.npz)"
 
 
@@ -98,7 +99,13 @@ class _FilePart:
             raise DatasetError("file: sent more than once; send one .npz per request")
         self.seen = True
         filename = options.get(b"filename")
-        self.filename = filename.decode("utf-8", "replace") if filename else None
+        # Kept for display only: undecodable bytes, NUL and other control characters
+        # (which Postgres or a terminal would choke on) are dropped, the length capped.
+        if filename:
+            decoded = filename.decode("utf-8", "replace")
+            self.filename = "".join(c for c in decoded if c.isprintable())[:MAX_FILENAME]
+        else:
+            self.filename = None
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -130,7 +137,10 @@ async def receive(request: Request, home: Path, cap: int) -> Received:
 
     part = _FilePart(cap)
     parser = MultipartParser(params[b"boundary"], part.callbacks())
-    out, path = await run_in_threadpool(new_upload_file, home)
+    try:
+        out, path = await run_in_threadpool(new_upload_file, home)
+    except OSError as exc:
+        raise cannot_store(exc) from exc
     received = 0
     try:
         with out:
@@ -151,10 +161,20 @@ async def receive(request: Request, home: Path, cap: int) -> Received:
     except FormParserError as exc:
         path.unlink(missing_ok=True)
         raise DatasetError(f"file: the body is not valid multipart/form-data ({exc})") from exc
+    except OSError as exc:
+        with suppress(OSError):  # a file system gone read-only will not delete it either
+            path.unlink(missing_ok=True)
+        raise cannot_store(exc) from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return Received(path, part.filename, part.size)
+
+
+def cannot_store(exc: OSError) -> StorageError:
+    """The home refused the upload's file (read-only, full, failing): the server's
+    trouble, a 503, not a 500."""
+    return StorageError(f"file: the service cannot store uploads now ({exc.strerror or exc})")
 
 
 def store_upload(
@@ -178,10 +198,15 @@ def published(temp: Path, home: Path, storage: Storage) -> Iterator[str]:
     the row's commit), so that no file exists without its row."""
     dataset_id = uuid.uuid4().hex
     final = upload_path(home, dataset_id)
-    os.replace(temp, final)
     try:
-        storage.upload(upload_key(dataset_id), final)
+        try:
+            os.replace(temp, final)
+            # Stored for good before the row commits: on disk (local) or in the bucket.
+            storage.upload(upload_key(dataset_id), final)
+        except OSError as exc:
+            raise cannot_store(exc) from exc
         yield dataset_id
     except BaseException:
-        final.unlink(missing_ok=True)
+        with suppress(OSError):
+            final.unlink(missing_ok=True)
         raise

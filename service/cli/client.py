@@ -109,6 +109,7 @@ def _job_line(job: Job) -> str:
     line = f"{job.id}  {job.status}  attempt {job.attempt}/{job.max_attempts}"
     if job.progress is not None:
         line += f"  epoch {job.progress.epoch}/{job.progress.epochs}"
+    line += f"\nwaiting: {job.waiting}" if job.waiting else ""
     return line + (f"\nerror: {job.error}" if job.error else "")
 
 

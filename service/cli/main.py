@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from counterweight.service.cli import client, keys
+from counterweight.service.errors import DatabaseUnavailable
 from counterweight.service.logs import configure_logging
 from counterweight.service.settings import Settings
 
@@ -174,5 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"counterweight: {exc}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except DatabaseUnavailable as exc:  # e.g. the SQLite file missing at start-up
+        print(f"counterweight: {exc}", file=sys.stderr)
+        return 2
     return code

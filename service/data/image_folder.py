@@ -12,12 +12,18 @@
   across the channels and any alpha channel dropped. One rule for the whole
   dataset, because a model takes one input shape.
 - The data root is a boundary: `dataset.path` must be relative and, once links
-  are followed, stay inside the root; so must every class folder and image that
-  is a link. A client names data, it never reaches outside the root.
+  are followed, stay inside the root; so must every split folder, class folder and
+  image that is a link (checked before anything in it is listed or opened). A link
+  that stays inside the root is followed, at any level. What is not a link lies in
+  its folder, which was checked: so every path read is inside the root. A client
+  names data, it never reaches outside the root.
+- Messages name files relative to the data root, as the client wrote dataset.path
+  (service.data.paths); never where the root is on the server.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
@@ -27,6 +33,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from counterweight.service.data.arrays import BaseDataset, Pixels
+from counterweight.service.data.paths import without_roots
 from counterweight.service.errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset(
@@ -51,12 +58,43 @@ def locate(data_root: Path, relative: str) -> Path:
             "give a folder relative to the data root"
         )
     root = data_root.resolve()
-    folder = (root / relative).resolve()
+    folder = _resolve(root / relative, repr(relative))
     if not folder.is_relative_to(root):
-        raise DatasetError(f"dataset.path: {relative!r} leaves the data root {root}")
-    if not folder.is_dir():
-        raise DatasetError(f"dataset.path: {relative!r} is not a folder under the data root {root}")
+        raise DatasetError(f"dataset.path: {relative!r} leaves the data root")
+    try:
+        is_folder = folder.is_dir()
+    except OSError as exc:
+        raise _cannot_look_up(repr(relative), exc) from exc
+    if not is_folder:
+        raise DatasetError(f"dataset.path: {relative!r} is not a folder under the data root")
+    # Before content_version lists them, and read_image_folder reads them.
+    for split in SPLITS:
+        _refuse_link_out(folder / split, root, str(PurePath(relative) / split))
     return folder
+
+
+def _refuse_link_out(path: Path, root: Path, shown: str) -> None:
+    """DatasetError if `path`, links followed, lies outside `root` (the resolved root)."""
+    if not _resolve(path, shown).is_relative_to(root):
+        raise DatasetError(f"dataset.path: {shown} is a link that leaves the data root")
+
+
+def _resolve(path: Path, shown: str) -> Path:
+    """`path`, links followed; DatasetError where that cannot be done."""
+    try:
+        return path.resolve()
+    except RuntimeError as exc:  # how Python before 3.13 reports a link loop
+        raise DatasetError(f"dataset.path: {shown} is a link loop") from exc
+    except OSError as exc:
+        raise _cannot_look_up(shown, exc) from exc
+
+
+def _cannot_look_up(shown: str, exc: OSError) -> DatasetError:
+    # A name too long for the file system, a link loop: a 422, not a 500. strerror, as
+    # the message itself names the path as opened, absolute.
+    if exc.errno == errno.ELOOP:
+        return DatasetError(f"dataset.path: {shown} is a link loop")
+    return DatasetError(f"dataset.path: {shown} cannot be looked up: {exc.strerror}")
 
 
 def content_version(folder: Path) -> tuple[int, ...]:
@@ -122,11 +160,8 @@ class _FolderReader:
             (e for e in os.scandir(directory) if not e.name.startswith(".")), key=lambda e: e.name
         )
         for entry in entries:
-            if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(self.root):
-                raise DatasetError(
-                    f"dataset.path: {self.show(Path(entry.path))} is a link that leaves the "
-                    "data root"
-                )
+            if entry.is_symlink():
+                _refuse_link_out(Path(entry.path), self.root, self.show(Path(entry.path)))
         return entries
 
     def classes(self, split: str) -> dict[str, Path]:
@@ -159,7 +194,9 @@ class _FolderReader:
                     return np.asarray(image if image.mode == "L" else image.convert("L"))
                 return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
         except _UNREADABLE as exc:
-            raise DatasetError(f"dataset.path: cannot decode {self.show(path)}: {exc}") from exc
+            # PIL's message names the file as opened, under the root: name it relative.
+            reason = without_roots(str(exc), self.root)
+            raise DatasetError(f"dataset.path: cannot decode {self.show(path)}: {reason}") from exc
 
     def decode(self, files: list[Path]) -> Pixels:
         """(n, C, H, W) uint8 for `files`, in order; C is 1 if every image is grayscale."""

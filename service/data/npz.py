@@ -12,6 +12,7 @@ naming the array at fault, or UploadTooLarge (HTTP 413).
 from __future__ import annotations
 
 import enum
+import math
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,8 @@ from counterweight.service.errors import DatasetError, UploadTooLarge
 PICKLED = "the file holds pickled objects; only plain numeric arrays are accepted"
 # Without names, k is the largest label + 1: a stray huge label must not make k huge.
 MAX_CLASSES = 10_000
+# How much of an array a check holds in memory at once (iter_values).
+CHUNK_BYTES = 4 * 2**20
 # Errors that reading a damaged or truncated zip member can raise.
 UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
@@ -53,6 +56,13 @@ class UploadSummary:
 class ArrayHeader:
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
+    fortran_order: bool = False
+
+    def row_of(self, flat_index: int) -> int:
+        """The row (first index) of the value at `flat_index` in storage order."""
+        if self.fortran_order:
+            return flat_index % self.shape[0]
+        return flat_index // max(1, math.prod(self.shape[1:]))
 
 
 @contextmanager
@@ -100,22 +110,51 @@ def read_header(archive: np.lib.npyio.NpzFile, key: str) -> ArrayHeader:
     assert archive.zip is not None  # set while the archive is open
     try:
         with archive.zip.open(f"{key}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
-                raise ValueError(f".npy format version {version} is not supported")
+            header = _member_header(member)
     except KeyError as exc:
         raise DatasetError(f"{key}: not a .npy array inside the .npz") from exc
     except UNREADABLE as exc:
         raise DatasetError(f"{key}: cannot be read, the file is corrupted ({exc})") from exc
-    if dtype.hasobject:
+    if header.dtype.hasobject:
         raise DatasetError(f"{key}: {PICKLED}")
-    if dtype.names is not None:
-        raise DatasetError(f"{key} has a structured dtype {dtype}; expected plain numbers")
-    return ArrayHeader(tuple(int(d) for d in shape), dtype)
+    if header.dtype.names is not None:
+        raise DatasetError(f"{key} has a structured dtype {header.dtype}; expected plain numbers")
+    return header
+
+
+def _member_header(member: Any) -> ArrayHeader:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise ValueError(f".npy format version {version} is not supported")
+    return ArrayHeader(tuple(int(d) for d in shape), dtype, bool(fortran_order))
+
+
+def iter_values(
+    archive: np.lib.npyio.NpzFile, key: str, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[tuple[int, np.ndarray]]:
+    """An array's values in storage order, a chunk at a time, each with the flat index of
+    its first value: a check of every value holds one chunk, not the array (a small
+    compressed file can expand to gigabytes). Call read_header first."""
+    assert archive.zip is not None  # set while the archive is open
+    try:
+        with archive.zip.open(f"{key}.npy") as member:
+            header = _member_header(member)
+            itemsize = header.dtype.itemsize
+            total, per_chunk = math.prod(header.shape), max(1, chunk_bytes // itemsize)
+            for start in range(0, total, per_chunk):
+                count = min(per_chunk, total - start)
+                data = member.read(count * itemsize)
+                if len(data) != count * itemsize:
+                    raise EOFError(f"{key} ends after {start + len(data) // itemsize} values")
+                yield start, np.frombuffer(data, dtype=header.dtype)
+    except UNREADABLE as exc:
+        raise DatasetError(
+            f"{key}: cannot be read, the file is corrupted or truncated ({exc})"
+        ) from exc
 
 
 def read_array(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
@@ -151,6 +190,12 @@ def check_names_header(header: ArrayHeader, field: str, what: str, example: str)
 def check_names(array: np.ndarray, field: str, what: str) -> list[str]:
     """A names array (class_names, tag_names): distinct, non-empty, 2..MAX_CLASSES."""
     names = [str(name) for name in array]
+    for index, name in enumerate(names):
+        if "\x00" in name or not _encodable(name):
+            raise DatasetError(
+                f"{field}[{index}] holds a NUL character or a lone surrogate; names must be "
+                "plain text"
+            )
     distinct = len(set(names) - {""})
     if distinct != len(names) or not 2 <= distinct <= MAX_CLASSES:
         raise DatasetError(
@@ -158,3 +203,11 @@ def check_names(array: np.ndarray, field: str, what: str) -> list[str]:
             f"per {what}, 2 to {MAX_CLASSES} of them"
         )
     return names
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from counterweight.service.data.arrays import not_float32
 from counterweight.service.data.npz import (
     ArrayHeader,
     DatasetKind,
@@ -72,12 +73,12 @@ def inspect_sequences(archive: np.lib.npyio.NpzFile, max_array_bytes: int) -> Up
     k = _num_tags(tags, tag_names)
     if "sample_weight" in headers:
         weights = read_array(archive, "sample_weight")
-        bad = ~np.isfinite(weights) | (weights < 0)
+        bad = not_float32(weights) | (weights < 0)
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             raise DatasetError(
                 f"sample_weight has {int(bad.sum())} negative or non-finite values, the first "
-                f"at {list(first)}; weights must be finite and >= 0"
+                f"at {list(first)}; weights must be finite (in float32) and >= 0"
             )
     return UploadSummary(
         kind=DatasetKind.sequences,

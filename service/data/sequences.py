@@ -17,15 +17,15 @@ the same code the worker trains with. The upload's layout: service.data.sequence
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from counterweight.service.data.arrays import Floats, Labels, Rows
+from counterweight.service.data.cache import BytesBoundedCache
 from counterweight.service.data.splits import checked_sample_weight, given_sample_weight
 from counterweight.service.data.uploads import stored_upload, upload_path
 from counterweight.service.errors import DatasetError
@@ -34,8 +34,6 @@ from counterweight.service.spec import JobSpec
 
 Ids = npt.NDArray[np.int64]
 VALIDATION_SEED = (0, 2)  # the seed and stream of classification's validation split
-CACHED_UPLOADS = 4
-_decoding = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing numpy arrays has no single truth value
@@ -114,7 +112,17 @@ class SequenceSplits:
         return None if self.sample_weight is None else self.sample_weight[self.train.mask]
 
 
-@lru_cache(maxsize=CACHED_UPLOADS)
+@cache
+def upload_cache() -> BytesBoundedCache[SequenceUpload]:
+    """This process's decoded sequence uploads (COUNTERWEIGHT_DATASET_CACHE_BYTES)."""
+    return BytesBoundedCache(get_settings().dataset_cache_bytes, _held_bytes)
+
+
+def _held_bytes(upload: SequenceUpload) -> int:
+    arrays = [*vars(upload.train).values(), *vars(upload.test).values(), upload.sample_weight]
+    return sum(a.nbytes for a in arrays if a is not None)
+
+
 def _decode(home: Path, dataset_id: str) -> SequenceUpload:
     with np.load(upload_path(home, dataset_id), allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
@@ -153,8 +161,8 @@ def _decode(home: Path, dataset_id: str) -> SequenceUpload:
 def load_sequence_upload(home: Path, dataset_id: str) -> SequenceUpload:
     """An uploaded sequence dataset, decoded once per process (uploads never change)."""
     stored_upload(home, dataset_id)  # DatasetError if there is none
-    with _decoding:
-        return _decode(home.resolve(), dataset_id)
+    home = home.resolve()
+    return upload_cache().get((home, dataset_id), lambda: _decode(home, dataset_id))
 
 
 def plan_sequence_splits(spec: JobSpec, home: Path | None = None) -> SequenceSplits:

@@ -16,21 +16,25 @@
 Each dataset is decoded once per process and cached as read-only arrays, keyed by
 a `Source`: the name, where it is read from, and a version that changes with the
 content (file sizes and modification times; an upload's id, as uploads never
-change). An edited folder is read again; an unchanged one never is.
+change). An edited folder is read again; an unchanged one never is. The cache is
+bounded in bytes (service.data.cache). The API asks for labels only (`inputs=False`):
+it checks specs against labels and shapes, so it never keeps a dataset's inputs, and
+never even decompresses an upload's.
 """
 
 from __future__ import annotations
 
 import pickle
-import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from counterweight.service.data import image_folder
 from counterweight.service.data.arrays import BaseDataset
+from counterweight.service.data.cache import BytesBoundedCache
+from counterweight.service.data.paths import without_roots
 from counterweight.service.data.torchvision_formats import (
     TORCHVISION_LAYOUTS,
     expected_files,
@@ -39,15 +43,13 @@ from counterweight.service.data.torchvision_formats import (
 )
 from counterweight.service.data.uploads import load_upload_arrays
 from counterweight.service.errors import DatasetError
+from counterweight.service.settings import get_settings
 from counterweight.service.spec import DatasetSpec
 
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
-# Decoded datasets a process keeps; CIFAR-10, the largest built-in, is 184 MB as uint8.
-CACHED_DATASETS = 4
 # What reading a file that is there but damaged can raise.
 _UNREADABLE = (OSError, EOFError, ValueError, KeyError, TypeError, pickle.UnpicklingError)
-_decoding = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ def locate(dataset: DatasetSpec, data_root: Path, home: Path) -> Source:
     if not all(file.is_file() for file in files):
         raise DatasetError(
             f"dataset.name: {dataset.name} is not available: expected torchvision's "
-            f"{layout.title} files ({', '.join(layout.files)}) in {data_root / layout.folder}"
+            f"{layout.title} files ({', '.join(layout.files)}) in {layout.folder} under the "
+            "data root"
         )
     stats = [file.stat() for file in files]
     return Source(
@@ -86,13 +89,19 @@ def locate(dataset: DatasetSpec, data_root: Path, home: Path) -> Source:
     )
 
 
-@lru_cache(maxsize=CACHED_DATASETS)
-def decode(source: Source) -> BaseDataset:
-    """The dataset `source` names, decoded; cached, so only the first call decodes."""
+@cache
+def dataset_cache() -> BytesBoundedCache[BaseDataset]:
+    """This process's decoded datasets (COUNTERWEIGHT_DATASET_CACHE_BYTES)."""
+    # CIFAR-10, the largest built-in, is 184 MB as uint8.
+    return BytesBoundedCache(get_settings().dataset_cache_bytes, lambda d: d.held_bytes)
+
+
+def decode(source: Source, *, inputs: bool = True) -> BaseDataset:
+    """The dataset `source` names, decoded (uncached: see load_base)."""
     if source.name == "digits":
         return _digits()
     if source.name == "uploaded":
-        return _upload(source.location, source.label)
+        return _upload(source.location, source.label, inputs=inputs)
     if source.name == "image_folder":
         return image_folder.read_image_folder(source.location, source.label)
     layout = TORCHVISION_LAYOUTS[source.name]
@@ -101,19 +110,26 @@ def decode(source: Source) -> BaseDataset:
             return read_cifar10(source.location)
         return read_mnist(source.name, source.location)
     except _UNREADABLE as exc:
+        # An OSError's message names the file as opened: relative to the root, as above.
+        reason = without_roots(f"{type(exc).__name__}: {exc}", source.location)
         raise DatasetError(
-            f"dataset.name: cannot read {source.name} from {source.location / layout.folder}: "
-            f"{type(exc).__name__}: {exc}"
+            f"dataset.name: cannot read {source.name} from {layout.folder} under the data "
+            f"root: {reason}"
         ) from exc
 
 
-def load_base(dataset: DatasetSpec, data_root: Path, home: Path) -> BaseDataset:
-    """`dataset` as stored, from the cache if its content has not changed."""
+def load_base(
+    dataset: DatasetSpec, data_root: Path, home: Path, *, inputs: bool = True
+) -> BaseDataset:
+    """`dataset` as stored, from the cache if its content has not changed. `inputs=False`:
+    labels, weights, class names and the inputs' shape, without the inputs."""
     source = locate(dataset, data_root, home)
-    # One decode at a time: the API serves requests on many threads, and a burst of
-    # submits naming a dataset not yet cached must decode it once, not once per request.
-    with _decoding:
-        return decode(source)
+
+    def load() -> BaseDataset:
+        base = decode(source, inputs=inputs)
+        return base if inputs else base.without_inputs()
+
+    return dataset_cache().get((source, inputs), load)
 
 
 def _digits() -> BaseDataset:
@@ -130,8 +146,8 @@ def _digits() -> BaseDataset:
     return BaseDataset(x_train, y_train, x_test, y_test, [str(c) for c in range(10)])
 
 
-def _upload(home: Path, dataset_id: str) -> BaseDataset:
-    arrays = load_upload_arrays(home, dataset_id)
+def _upload(home: Path, dataset_id: str, *, inputs: bool) -> BaseDataset:
+    arrays = load_upload_arrays(home, dataset_id, inputs=inputs)
     if arrays.y_train.ndim != 1:
         raise DatasetError(
             f"dataset.id: upload {dataset_id} holds sequences (y_train of shape "

@@ -36,7 +36,14 @@ import numpy as np
 import numpy.typing as npt
 
 from counterweight.service.data import imbalance
-from counterweight.service.data.arrays import BaseDataset, Floats, Inputs, Labels, Rows
+from counterweight.service.data.arrays import (
+    BaseDataset,
+    Floats,
+    Inputs,
+    Labels,
+    Rows,
+    not_float32,
+)
 from counterweight.service.data.sources import load_base
 from counterweight.service.errors import DatasetError
 from counterweight.service.settings import get_settings
@@ -118,12 +125,16 @@ class SplitPlan(_TrainingRows):
         }
 
 
-def plan_splits(spec: JobSpec, data_root: Path, home: Path | None = None) -> SplitPlan:
+def plan_splits(
+    spec: JobSpec, data_root: Path, home: Path | None = None, *, inputs: bool = True
+) -> SplitPlan:
     """The spec's splits as row numbers into the cached dataset; raises DatasetError for a
     bad request. `data_root` holds on-disk datasets; `home` is COUNTERWEIGHT_HOME, where
-    uploads live (None: the environment's, as every process is configured)."""
+    uploads live (None: the environment's, as every process is configured). `inputs=False`
+    (the API's checks): the plan's dataset carries no inputs and cannot be materialised."""
     dataset = spec.dataset
-    base = load_base(dataset, data_root, get_settings().home if home is None else home)
+    home = get_settings().home if home is None else home
+    base = load_base(dataset, data_root, home, inputs=inputs)
     label = dataset.id or dataset.path or dataset.name
     classes = dataset.classes if dataset.classes is not None else list(range(base.num_classes))
     unknown = [c for c in classes if not 0 <= c < base.num_classes]
@@ -171,6 +182,7 @@ def plan_splits(spec: JobSpec, data_root: Path, home: Path | None = None) -> Spl
 def materialise(plan: SplitPlan) -> Splits:
     """Copy the planned rows out of the cached dataset: arrays the caller may own."""
     base = plan.base
+    assert base.has_inputs, "a plan made with inputs=False holds no inputs to copy"
     return Splits(
         x_train=base.x_train[plan.train_rows],
         y_train=plan.y_train,
@@ -242,9 +254,7 @@ def given_sample_weight(
 
 def checked_sample_weight(given: npt.NDArray[np.float64]) -> Floats:
     """`given` as float32, refusing weights that are negative, NaN or too large for it."""
-    # Training uses float32, where anything above its largest value is infinite.
-    too_large = np.abs(given) > np.finfo(np.float32).max
-    bad = np.argwhere(~np.isfinite(given) | too_large | (given < 0))
+    bad = np.argwhere(not_float32(given) | (given < 0))
     if bad.size:
         first = tuple(int(i) for i in bad[0])
         raise DatasetError(

@@ -113,7 +113,9 @@ def read_mnist(name: str, data_root: Path) -> BaseDataset:
             raise ValueError(f"{prefix}: {len(images)} images but {len(labels)} labels")
         arrays[f"x_{split}"], arrays[f"y_{split}"] = images[:, None], labels.astype(np.int64)
     names = [str(d) for d in range(10)] if name == "mnist" else list(FASHION_MNIST_CLASSES)
-    return BaseDataset(**arrays, class_names=names)
+    return BaseDataset(
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], class_names=names
+    )
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -152,4 +154,6 @@ def read_cifar10(data_root: Path) -> BaseDataset:
         arrays[f"x_{split}"] = data.reshape(-1, 3, 32, 32)
         arrays[f"y_{split}"] = np.asarray(labels, dtype=np.int64)
     names = [str(name) for name in _load_batch(folder / CIFAR10_META)["label_names"]]
-    return BaseDataset(**arrays, class_names=names)
+    return BaseDataset(
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], class_names=names
+    )

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from counterweight.service.data.arrays import not_float32, shape_only
 from counterweight.service.data.npz import (
     MAX_CLASSES,
     ArrayHeader,
@@ -27,6 +28,7 @@ from counterweight.service.data.npz import (
     check_keys,
     check_names,
     check_names_header,
+    iter_values,
     open_npz,
     read_array,
     read_header,
@@ -104,7 +106,7 @@ def inspect_npz(path: Path, max_array_bytes: int) -> UploadSummary:
         # In range now, so int64 holds them (bincount refuses uint64).
         y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
         for name in ("x_train", "x_test"):
-            _check_inputs(name, read_array(archive, name), kind)
+            _check_inputs(archive, name, headers[name], kind)
         if "sample_weight" in headers:
             _check_sample_weight(read_array(archive, "sample_weight"))
     return UploadSummary(
@@ -197,30 +199,36 @@ def _num_classes(y_train: np.ndarray, y_test: np.ndarray, class_names: list[str]
     return k
 
 
-def _check_inputs(name: str, x: np.ndarray, kind: DatasetKind) -> None:
-    if x.dtype.kind != "f":
+def _check_inputs(
+    archive: np.lib.npyio.NpzFile, name: str, header: ArrayHeader, kind: DatasetKind
+) -> None:
+    """Every value of a float x is finite in float32 (training's type: float64 1e300 would
+    be infinite there), and an image's in [0, 1]; read a chunk at a time."""
+    if header.dtype.kind != "f":
         return  # uint8 images: every value is a valid pixel
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-    if bad.any():
-        raise DatasetError(
-            f"{name} has {int(bad.sum())} rows with NaN or infinite values, the first is "
-            f"row {int(np.argmax(bad))}; all values must be finite"
-        )
-    if kind is DatasetKind.images:
-        low, high = float(x.min()), float(x.max())
-        if low < 0 or high > 1:
+    low, high = np.inf, -np.inf
+    for start, values in iter_values(archive, name):
+        bad = not_float32(values)
+        if bad.any():
             raise DatasetError(
-                f"{name} holds float images with values from {low:g} to {high:g}; float "
-                "images must be in [0, 1] (or send uint8 0..255)"
+                f"{name} has NaN or infinite values, or values too large for float32, the "
+                f"first in row {header.row_of(start + int(np.argmax(bad)))}; all values must "
+                "be finite in float32"
             )
+        low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if kind is DatasetKind.images and (low < 0 or high > 1):
+        raise DatasetError(
+            f"{name} holds float images with values from {low:g} to {high:g}; float "
+            "images must be in [0, 1] (or send uint8 0..255)"
+        )
 
 
 def _check_sample_weight(weights: np.ndarray) -> None:
-    bad = ~np.isfinite(weights) | (weights < 0)
+    bad = not_float32(weights) | (weights < 0)
     if bad.any():
         raise DatasetError(
             f"sample_weight has {int(bad.sum())} negative or non-finite values, the first at "
-            f"row {int(np.argmax(bad))}; weights must be finite and >= 0"
+            f"row {int(np.argmax(bad))}; weights must be finite (in float32) and >= 0"
         )
 
 
@@ -233,21 +241,27 @@ def stored_upload(home: Path, dataset_id: str) -> Path:
     return path
 
 
-def load_upload_arrays(home: Path, dataset_id: str) -> UploadArrays:
+def load_upload_arrays(home: Path, dataset_id: str, *, inputs: bool = True) -> UploadArrays:
     """An upload's arrays, from the file alone (workers need no database row for it).
-    Raises DatasetError if there is no such upload."""
+    `inputs=False`: x_train and x_test are read from their headers only (shape_only), never
+    decompressed. Raises DatasetError if there is no such upload."""
     with np.load(stored_upload(home, dataset_id), allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+        arrays = {key: archive[key] for key in archive.files if inputs or key[:2] != "x_"}
+        if not inputs:
+            for key in ("x_train", "x_test"):
+                header = read_header(archive, key)
+                dtype = np.uint8 if header.dtype == np.uint8 else np.float32
+                arrays[key] = shape_only(header.shape, dtype)
 
-    def inputs(x: np.ndarray) -> np.ndarray:
+    def as_inputs(x: np.ndarray) -> np.ndarray:
         return x if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
 
     weights = arrays.get("sample_weight")
     names = arrays.get("class_names")
     return UploadArrays(
-        x_train=inputs(arrays["x_train"]),
+        x_train=as_inputs(arrays["x_train"]),
         y_train=arrays["y_train"].astype(np.int64, copy=False),
-        x_test=inputs(arrays["x_test"]),
+        x_test=as_inputs(arrays["x_test"]),
         y_test=arrays["y_test"].astype(np.int64, copy=False),
         sample_weight=None if weights is None else weights.astype(np.float32, copy=False),
         class_names=None if names is None else [str(name) for name in names],

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from counterweight.service.data.arrays import Floats, Labels
+from counterweight.service.data.arrays import FLOAT32_MAX, Floats, Labels, not_float32
 from counterweight.service.errors import DatasetError
 from counterweight.service.spec import ClassWeight, EffectiveNumber, JobSpec, LossSpec
 
@@ -112,8 +112,8 @@ def focal_alpha(loss: LossSpec, num_classes: int) -> Vector | None:
             f"loss.alpha has {len(loss.alpha)} values; this job has {num_classes} classes"
         )
     alpha = np.asarray(loss.alpha, dtype=np.float64)
-    if not (np.isfinite(alpha).all() and (alpha >= 0).all()):
-        raise DatasetError(f"loss.alpha must be finite and >= 0; got {loss.alpha}")
+    if not_float32(alpha).any() or (alpha < 0).any():
+        raise DatasetError(f"loss.alpha must be finite in float32 and >= 0; got {loss.alpha}")
     return alpha
 
 
@@ -186,9 +186,10 @@ def _from_object(weights: dict[str, float], class_names: Sequence[str]) -> Class
                 f"class_weight: keys {keys_of[c]!r} and {key!r} both name class {c} "
                 f"({class_names[c]!r})"
             )
-        if not (math.isfinite(weight) and weight >= 0):
+        if not (math.isfinite(weight) and 0 <= weight <= FLOAT32_MAX):
             raise DatasetError(
-                f"class_weight: the weight of {key!r} is {weight}; expected a finite number >= 0"
+                f"class_weight: the weight of {key!r} is {weight}; expected a number >= 0 "
+                "that is finite in float32"
             )
         if key != class_names[c] and key in class_names:
             warnings.append(
@@ -261,8 +262,17 @@ def job_weights(spec: JobSpec, splits: TrainingSet) -> JobWeights:
     counts = splits.train_class_counts
     class_weight = resolve_class_weight(spec.class_weight, counts, splits.class_names)
     terms = loss_terms(spec.loss, counts)
-    per_sample = np.asarray(class_weight.values, dtype=np.float32)[y]
+    per_sample = np.asarray(class_weight.values, dtype=np.float64)[y]
     if sample_weight is not None:
-        per_sample = (per_sample * sample_weight).astype(np.float32, copy=False)
+        per_sample = per_sample * sample_weight
     effective = effective_class_weight(class_weight.values, terms, y, sample_weight)
-    return JobWeights(class_weight, terms, per_sample, effective)
+    # Each factor fits float32, their product need not: refused here, at submit, rather
+    # than as an infinite loss in the worker.
+    overflow = not_float32(per_sample)
+    if overflow.any() or not_float32(np.asarray(effective)).any():
+        where = f"row {int(np.argmax(overflow))}" if overflow.any() else "a class"
+        raise DatasetError(
+            f"class_weight x sample_weight (x the loss's own class weights) overflows float32 "
+            f"at {where}; scale the weights down (only their ratios matter to weighted_mean)"
+        )
+    return JobWeights(class_weight, terms, per_sample.astype(np.float32), effective)

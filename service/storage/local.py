@@ -1,6 +1,10 @@
 """Storage in a directory: <root>/<key>. The default, with root = COUNTERWEIGHT_HOME,
 where every file already is where the store would put it, so nothing is copied. A
-root on a shared filesystem (NFS, a cluster file system) serves many hosts."""
+root on a shared filesystem (NFS, a cluster file system) serves many hosts.
+
+A stored file is synced to disk, its name too: the database row that points to it
+commits after it (an upload answered 201, a job marked succeeded) and survives a power
+cut, so the file must as well."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from counterweight.service.durable import sync_directory, sync_file
 from counterweight.service.storage.base import Storage, check_key
 
 
@@ -22,6 +27,7 @@ def copy_atomically(source: Path, target: Path) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
+        sync_directory(target.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -36,7 +42,9 @@ class LocalStorage(Storage):
 
     def upload(self, key: str, source: Path) -> None:
         stored = self.path(key)
-        if not _same_file(source, stored):
+        if _same_file(source, stored):
+            sync_file(stored)  # stored already, but maybe only in the page cache
+        else:
             copy_atomically(source, stored)
 
     def download(self, key: str, target: Path) -> bool:

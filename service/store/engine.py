@@ -8,12 +8,15 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlencode
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool
+
+from counterweight.service.store import sqlite_file
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Execution option marking a transaction that only reads (see read_only).
 READ_ONLY = "counterweight_read_only"
+SqliteSynchronous = Literal["full", "normal"]
 
 
 def _finite(value: Any) -> Any:
@@ -42,21 +46,31 @@ def dumps_json(value: Any) -> str:
 
 def libpq_dsn(url: str) -> str:
     """A SQLAlchemy Postgres URL as the plain DSN that psycopg.connect takes."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    parsed = make_url(url)
+    dsn = parsed.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    if not parsed.query:
+        return dsn
+    # SQLAlchemy writes a space in a query value as "+", which libpq reads as a "+":
+    # `options=-c default_transaction_read_only=on` must reach it as %20.
+    return f"{dsn}?{urlencode(parsed.query, doseq=True, quote_via=quote)}"
 
 
 def make_engine(
-    url: str, *, sqlite_busy_timeout_ms: int = 30_000, one_per_thread: bool = False
+    url: str,
+    *,
+    sqlite_busy_timeout_ms: int = 30_000,
+    sqlite_synchronous: SqliteSynchronous = "full",
+    one_per_thread: bool = False,
 ) -> Engine:
-    """An engine; for SQLite a file is created with WAL and IMMEDIATE transactions.
-    `one_per_thread`: each thread keeps one connection of its own (SingletonThreadPool),
-    so that it never waits for the pool (service.api.reads)."""
+    """An engine; for SQLite with WAL and IMMEDIATE transactions, on a file that exists
+    (made by `upgrade`; service.store.sqlite_file). `one_per_thread`: each thread keeps
+    one connection of its own (SingletonThreadPool), so that it never waits for the pool
+    (service.api.reads)."""
     parsed = make_url(url)
     pool: dict[str, Any] = {"poolclass": SingletonThreadPool} if one_per_thread else {}
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json, **pool)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    synchronous = {"full": "FULL", "normal": "NORMAL"}[sqlite_synchronous]  # nothing else
     engine = create_engine(
         url,
         connect_args={"timeout": sqlite_busy_timeout_ms / 1000},
@@ -71,7 +85,10 @@ def make_engine(
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: each commit syncs the WAL, so that a job answered 202 (an upload answered
+        # 201) survives a power cut or a file system that fails; NORMAL syncs only at
+        # checkpoints and loses the last commits then (BENCHMARKS.md, "SQLite durability").
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -85,6 +102,9 @@ def make_engine(
         read_only = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+    path = sqlite_file.database_file(url)
+    if path is not None:
+        sqlite_file.keep_to_file(engine, path)
     return engine
 
 
@@ -121,10 +141,11 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str) -> None:
-    """Bring the schema to the newest migration (creates an empty SQLite file)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    """Bring the schema to the newest migration. A SQLite file is created on first use,
+    and a missing one where one existed is DatabaseUnavailable (service.store.sqlite_file)."""
+    path = sqlite_file.database_file(url)
+    if path is not None:
+        sqlite_file.prepare(path)
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")

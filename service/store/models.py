@@ -105,6 +105,18 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
 
+    # What the job's train.device needs of a worker (service.store.queue.devices):
+    # 0 any worker, 1 a CUDA device, N + 1 for cuda:N. A worker claims only the
+    # jobs it can run.
+    cuda_devices_needed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Attempts lost to a dead worker while the job made progress: they do not count
+    # against max_attempts (service.store.queue.sweeper). The highest progress.epoch
+    # any attempt reported, and its value when the current attempt was claimed, are
+    # how the database sees that progress.
+    forgiven_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempt_start_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
     # Who submitted it (service.store.keys); another tenant's key sees a 404 for this job.
     tenant: Mapped[str] = mapped_column(
         String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
@@ -198,6 +210,8 @@ class WorkerRecord(Base):
     hostname: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(128))  # "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+    # CUDA devices it can train on (0: a CPU worker); it claims jobs needing no more.
+    cuda_devices: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     current_job_id: Mapped[str | None] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(server_default=db_now())
     heartbeat_at: Mapped[datetime] = mapped_column(server_default=db_now())

@@ -1,5 +1,7 @@
 """The chaos run of bench/chaos.py in short: real workers SIGKILLed while they train,
-the API and the database restarted, and still every job succeeds exactly once."""
+the API and the database restarted, and still every job succeeds exactly once; and the
+home's file system failing under clients (bench/chaos_filesystem.py), and still every
+job and upload that was answered 2xx is there once it is repaired."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import random
 import pytest
 
 from bench.chaos import run_chaos
+from bench.chaos_filesystem import run_filesystem_fault
+from tests.loopfs import can_mount
 
 
 @pytest.mark.slow
@@ -31,3 +35,15 @@ def test_no_job_is_lost_or_run_twice_under_kills_and_restarts(
     # Jobs that lost their worker after an epoch went on from the checkpoint.
     assert report.killed_after_checkpoint >= 1, figures
     assert report.resumed_from_checkpoint == report.killed_after_checkpoint, figures
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not can_mount(), reason="loop mounts need root (CI runs as root)")
+def test_nothing_answered_is_lost_when_the_home_file_system_fails() -> None:
+    report = run_filesystem_fault(clients=3, before=4.0, during=2.0)
+    figures = str(report)
+    assert report.jobs_accepted > 0 and report.uploads_accepted > 0, figures
+    assert (report.jobs_missing, report.uploads_missing, report.uploads_altered) == (0, 0, 0)
+    assert report.server_errors == 0, figures  # a 503 saying why, never a 500
+    assert report.answers_during_fault.get("503", 0) > 0, figures
+    assert report.ready_during_fault == 503 and report.database_up_during_fault == 0, figures

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import JSON, Boolean, Integer, String, column, insert, inspect, select, table, text
 
-from counterweight.service.store.engine import make_engine, upgrade
-from counterweight.service.store.models import Base
+from counterweight.service.store.engine import alembic_config, make_engine, upgrade
+from counterweight.service.store.models import Base, Job, WorkerRecord
 
 
 @pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
@@ -28,3 +29,73 @@ def test_migrations_match_models(empty_database_url: str) -> None:
 def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     upgrade(empty_database_url)
     upgrade(empty_database_url)
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
+def test_0008_backfills_device_needs_and_progress_from_stored_jobs(
+    empty_database_url: str,
+) -> None:
+    """Jobs stored before 0008 keep their place: a queued cuda job is not handed to a CPU
+    worker after the upgrade, and a running job's reported epoch is where its attempt
+    is taken to have started."""
+    upgrade(empty_database_url)  # creates the database as the service does; then back to 0007
+    command.downgrade(alembic_config(empty_database_url), "0007")
+    jobs = table(
+        "jobs",
+        column("id", String()),
+        column("status", String()),
+        column("spec", JSON()),
+        column("priority", Integer()),
+        column("attempt", Integer()),
+        column("max_attempts", Integer()),
+        column("cancel_requested", Boolean()),
+        column("progress", JSON()),
+        column("spec_fingerprint", String()),
+    )
+    stored = {  # id: (status, train.device, progress)
+        "a" * 32: ("queued", "cuda:2", None),
+        "b" * 32: ("queued", "cuda", None),
+        "c" * 32: ("queued", "auto", None),
+        "d" * 32: ("running", "cpu", {"epoch": 3, "epochs": 10, "fraction": 0.3}),
+        "e" * 32: ("succeeded", "cuda:0", {"epoch": 5, "epochs": 5, "fraction": 1.0}),
+    }
+    engine = make_engine(empty_database_url)
+    with engine.begin() as conn:
+        for job_id, (status, device, progress) in stored.items():
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id,
+                    status=status,
+                    spec={"dataset": {"name": "digits"}, "train": {"device": device}},
+                    priority=0,
+                    attempt=int(status != "queued"),
+                    max_attempts=3,
+                    cancel_requested=False,
+                    progress=progress,
+                    spec_fingerprint="f",
+                )
+            )
+        conn.execute(
+            text("INSERT INTO workers (id, hostname, pid, device) VALUES ('w', 'h', 1, 'x')")
+        )
+    upgrade(empty_database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                Job.id,
+                Job.cuda_devices_needed,
+                Job.progress_epoch,
+                Job.attempt_start_epoch,
+                Job.forgiven_attempts,
+            )
+        ).all()
+        worker_devices = conn.execute(select(WorkerRecord.cuda_devices)).scalars().all()
+    engine.dispose()
+    assert {row[0]: tuple(row[1:]) for row in rows} == {
+        "a" * 32: (3, 0, 0, 0),
+        "b" * 32: (1, 0, 0, 0),
+        "c" * 32: (0, 0, 0, 0),
+        "d" * 32: (0, 3, 3, 0),
+        "e" * 32: (1, 5, 5, 0),
+    }
+    assert worker_devices == [0]  # registered before workers said what they have: a CPU

@@ -164,7 +164,7 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "NaN feature": (
         _with(x_test=np.where(np.arange(16).reshape(4, 4) == 9, np.nan, 0.5)),
-        "x_test has 1 rows with NaN or infinite values, the first is row 2",
+        "x_test has NaN or infinite values, or values too large for float32, the first in row 2",
     ),
     "float image out of range": (
         _with(x_train=np.full((6, 3, 3), 2.0), x_test=np.full((4, 3, 3), 0.5)),
@@ -379,8 +379,8 @@ def test_builtins_are_listed_with_availability(client: httpx.Client, tmp_path: P
         "cifar10": False,
         "image_folder": False,  # the data root does not exist yet
     }
-    assert before["cifar10"]["location"] == str(data_root / "cifar-10-batches-py")
-    assert before["mnist"]["location"] == str(data_root / "MNIST" / "raw")
+    assert before["cifar10"]["location"] == "cifar-10-batches-py"  # relative to the data root
+    assert before["mnist"]["location"] == "MNIST/raw"
 
     cifar = data_root / "cifar-10-batches-py"
     cifar.mkdir(parents=True)

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from counterweight.service.api.app import create_app
 from counterweight.service.settings import Settings
 from counterweight.service.store.engine import transaction
+from counterweight.service.store.keys import create_key
 from counterweight.service.store.models import Job
-from counterweight.service.store.queue.workers import register
+from counterweight.service.store.queue.workers import beat, register
 from counterweight.workers.worker import Worker
 from tests.acceptance.conftest import SLOW_DIGITS
 from tests.conftest import ThreadedUvicorn
@@ -104,3 +105,38 @@ def test_a_worker_that_went_silent_drops_out_after_the_lease(
     # As after a SIGKILL: no heartbeat and no goodbye; gone once the lease (2 s) passes.
     time.sleep(settings.lease_seconds + 0.2)
     assert listed(http) == []
+
+
+@BACKENDS
+def test_a_tenant_sees_every_worker_but_only_its_own_job_ids(
+    database_url: str, tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    with transaction(sessions) as session:
+        keys = {
+            name: {"Authorization": f"Bearer {create_key(session, tenant, is_admin=admin)[1]}"}
+            for name, tenant, admin in (
+                ("alice", "a", False),
+                ("bob", "b", False),
+                ("ops", "o", True),
+            )
+        }
+    app = create_app(Settings(home=tmp_path, database_url=database_url))
+    with ThreadedUvicorn(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        jobs = {
+            name: http.post("/v1/jobs", json=SLOW_DIGITS, headers=keys[name]).json()["id"]
+            for name in ("alice", "bob")
+        }
+        with transaction(sessions) as session:
+            for name in ("alice", "bob", "idle"):
+                register(session, name.ljust(32, "0"), hostname=name, pid=1, device="cpu")
+            for name, job_id in jobs.items():
+                beat(session, name.ljust(32, "0"), job_id)
+
+        def shown(caller: str) -> dict[str, str | None]:
+            response = http.get("/v1/workers", headers=keys[caller])
+            assert response.status_code == 200, response.text
+            return {w["hostname"]: w["current_job_id"] for w in response.json()["data"]}
+
+        assert shown("alice") == {"alice": jobs["alice"], "bob": None, "idle": None}
+        assert shown("bob") == {"alice": None, "bob": jobs["bob"], "idle": None}
+        assert shown("ops") == {"alice": jobs["alice"], "bob": jobs["bob"], "idle": None}

@@ -42,7 +42,7 @@ def test_split_sizes_and_types(tmp_path: Path) -> None:
 def test_test_split_is_fixed(tmp_path: Path) -> None:
     a = load_splits(digits(), tmp_path)
     # Another validation share and seed, and a fresh decode: the test split stays put.
-    sources.decode.cache_clear()
+    sources.dataset_cache().clear()
     b = load_splits(digits(val_fraction=0.3, seed=7), tmp_path)
     np.testing.assert_array_equal(a.x_test, b.x_test)
     np.testing.assert_array_equal(a.y_test, b.y_test)
@@ -193,9 +193,9 @@ def test_plan_copies_nothing_and_matches_what_load_materialises(tmp_path: Path) 
 
 
 def test_a_second_load_does_not_decode_again(tmp_path: Path) -> None:
-    sources.decode.cache_clear()
+    sources.dataset_cache().clear()
     first = load_splits(digits(), tmp_path)
     second = load_splits(digits(classes=[1, 2]), tmp_path)
-    info = sources.decode.cache_info()
-    assert (info.misses, info.hits) == (1, 1)
+    cache = sources.dataset_cache()
+    assert (cache.misses, cache.hits) == (1, 1)
     assert first.x_train is not second.x_train  # each job gets its own copy of its rows

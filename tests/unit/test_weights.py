@@ -79,9 +79,14 @@ def test_a_key_that_is_an_index_and_another_class_s_name_is_read_as_index_with_a
         ({"5": 2}, "class_weight: class '5' is not in this job"),
         ({"-1": 2}, "class_weight: class '-1' is not in this job"),
         ({"0": 1, "3": 2}, "class_weight: keys '0' and '3' both name class 0 ('3')"),
-        ({"0": -1}, "class_weight: the weight of '0' is -1.0; expected a finite number >= 0"),
+        (
+            {"0": -1},
+            "class_weight: the weight of '0' is -1.0; expected a number >= 0 that is finite "
+            "in float32",
+        ),
         ({"0": math.nan}, "class_weight: the weight of '0' is nan"),
         ({"0": math.inf}, "class_weight: the weight of '0' is inf"),
+        ({"0": 1e39}, "class_weight: the weight of '0' is 1e+39"),  # inf in float32
         ({"0": 0, "1": 0}, "class_weight: every class has weight 0"),
     ],
 )

@@ -36,6 +36,11 @@ REPORT_EVERY_SECONDS = 1.0
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "g_mean")  # per epoch, on val
 
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the spec's numbers (learning rate, weights) do not
+    train. Retrying replays the same arithmetic, so the job fails at once."""
+
+
 @dataclass(frozen=True)
 class Progress:
     epoch: int  # epochs completed so far; inside an epoch, the ones before it
@@ -213,9 +218,11 @@ def run_epochs(
 
         val_loss, val = trainer.validate()
         state.epoch += 1
+        train_loss = float(running[0] / running[1])
+        _check_finite(state.epoch, train_loss, val_loss)
         row = {
             "epoch": state.epoch,
-            "train_loss": float(running[0] / running[1]),
+            "train_loss": train_loss,
             "val_loss": val_loss,
             "val": {name: val[name] for name in (*SUMMARY_METRICS, "per_class_recall")},
         }
@@ -223,8 +230,7 @@ def run_epochs(
         state.batches_done = 0
         running.zero_()
         score = _score(row, train.select_by, trainer.minority)
-        # Strictly better: on a tie the earlier epoch stays. The first epoch always counts,
-        # so that a NaN score (diverged training) still leaves a model to serve.
+        # Strictly better: on a tie the earlier epoch stays; the first epoch always counts.
         if state.best_state is None or score > state.best_score:
             state.best_score, state.best_epoch = score, state.epoch
             # Kept on the CPU: GPU memory is for training, and a checkpoint loads there.
@@ -241,6 +247,17 @@ def run_epochs(
     model.load_state_dict(state.best_state)
     state.wall_seconds = wall_before + time.monotonic() - started
     return Run(state, resumed_from_epoch)
+
+
+def _check_finite(epoch: int, train_loss: float, val_loss: float) -> None:
+    # Checked once an epoch, where the running sums are read anyway: a check per batch
+    # would make the CPU wait for the GPU at every step.
+    for name, value in (("training", train_loss), ("validation", val_loss)):
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"training diverged: the {name} loss of epoch {epoch} is {value}; lower "
+                "train.lr, or narrow the range of class_weight and sample_weight"
+            )
 
 
 def finish_job(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from counterweight.service.errors import IdempotencyConflict, QueueFull
 from counterweight.service.spec import JobSpec
 from counterweight.service.store.models import DEFAULT_TENANT, Job, JobStatus
+from counterweight.service.store.queue.devices import cuda_devices_needed
 from counterweight.service.store.queue.events import record_status
 
 NEW_JOB_CHANNEL = "counterweight_jobs"
@@ -39,6 +40,7 @@ def enqueue(
         status=JobStatus.queued,
         priority=spec.priority,
         max_attempts=spec.max_attempts,
+        cuda_devices_needed=cuda_devices_needed(spec.train.device),
         attempt=0,
         cancel_requested=False,
         idempotency_key=idempotency_key,

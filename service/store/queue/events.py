@@ -20,6 +20,10 @@ from sqlalchemy.orm import Session
 from counterweight.service.store.models import Job, JobEvent, JobStatus
 
 EventType = Literal["status", "progress", "epoch"]
+# The largest seq there can be: job_events.seq is an INTEGER, 32 bits on Postgres. A
+# cursor beyond it is refused where a client gives one (a 422), not bound into a query,
+# where Postgres would fail on it (and SQLite past 64 bits) after the stream had begun.
+MAX_SEQ = 2**31 - 1
 TERMINAL_STATUSES = frozenset(s.value for s in JobStatus if s.is_terminal)
 
 _NEXT_SEQ = (

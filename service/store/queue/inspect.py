@@ -30,6 +30,8 @@ JOB_STATUS = select(
     Job.status,
     Job.attempt,
     Job.max_attempts,
+    Job.forgiven_attempts,
+    Job.cuda_devices_needed,
     Job.priority,
     Job.cancel_requested,
     Job.progress,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, Text, bindparam, update
+from sqlalchemy import JSON, Float, Integer, String, Text, bindparam, case, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -31,13 +31,19 @@ class Lease:
 
     job_id: str
     owner: str
-    attempt: int
+    attempt: int  # the claim's number: with the owner, what names this attempt
     max_attempts: int
+    forgiven_attempts: int  # earlier attempts that do not count (service.store.queue.sweeper)
 
     @classmethod
     def of(cls, job: Job) -> Lease:
         assert job.owner is not None, "only a claimed job has a lease"
-        return cls(job.id, job.owner, job.attempt, job.max_attempts)
+        return cls(job.id, job.owner, job.attempt, job.max_attempts, job.forgiven_attempts)
+
+    @property
+    def counted(self) -> int:
+        """Which attempt this is, of the max_attempts the job may use."""
+        return self.attempt - self.forgiven_attempts
 
 
 def _update_held(**values: Any) -> UpdateBase:
@@ -62,7 +68,14 @@ _RENEW = {
     "heartbeat_at": db_now(),
 }
 HEARTBEAT = _update_held(**_RENEW)
-HEARTBEAT_WITH_PROGRESS = _update_held(**_RENEW, progress=bindparam("new_progress", type_=JSON()))
+_NEW_EPOCH = bindparam("new_epoch", type_=Integer())
+HEARTBEAT_WITH_PROGRESS = _update_held(
+    **_RENEW,
+    progress=bindparam("new_progress", type_=JSON()),
+    # Never lowered (a rerun from an older checkpoint reports lower epochs again), so
+    # that each forgiven attempt raises it: forgiveness is bounded by the epochs.
+    progress_epoch=case((Job.progress_epoch < _NEW_EPOCH, _NEW_EPOCH), else_=Job.progress_epoch),
+)
 _ENDED = {"lease_expires_at": None, "finished_at": db_now()}
 FINISH = _update_held(
     status=JobStatus.succeeded, result=bindparam("new_result", type_=JSON()), error=None, **_ENDED
@@ -110,12 +123,19 @@ def heartbeat(
             lease,
             lease_seconds=lease_seconds,
             new_progress=progress,
+            new_epoch=_epochs_done(progress),
         )
     for row in epochs:
         record_event(session, lease.job_id, "epoch", row)
     if progress is not None:
         record_event(session, lease.job_id, "progress", progress)
     return job.cancel_requested
+
+
+def _epochs_done(progress: dict[str, Any]) -> int:
+    """progress.epoch, the epochs completed and checkpointed (workers.training.loop), or 0."""
+    epoch = progress.get("epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
 
 
 def finish(session: Session, lease: Lease, *, result: dict[str, Any]) -> Job:
@@ -130,12 +150,13 @@ def mark_cancelled(session: Session, lease: Lease) -> Job:
 def fail(
     session: Session, lease: Lease, *, error: str, retryable: bool, backoff_seconds: float
 ) -> Job:
-    """Fail this attempt: retry after a backoff while attempts remain, else fail the job."""
-    if retryable and lease.attempt < lease.max_attempts:
-        delay = min(backoff_seconds * 2 ** (lease.attempt - 1), MAX_BACKOFF_SECONDS)
+    """Fail this attempt: retry after a backoff while attempts remain, else fail the job.
+    A failure the worker reports always counts against max_attempts."""
+    if retryable and lease.counted < lease.max_attempts:
+        delay = min(backoff_seconds * 2 ** (lease.counted - 1), MAX_BACKOFF_SECONDS)
         return _with_status(session, _run(session, RETRY, lease, new_error=error, delay=delay))
     if retryable:
-        error = f"{error} (attempt {lease.attempt} of {lease.max_attempts}; no retries left)"
+        error = f"{error} (attempt {lease.counted} of {lease.max_attempts}; no retries left)"
     return _with_status(session, _run(session, FAIL, lease, new_error=error))
 
 
