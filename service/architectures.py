@@ -3,21 +3,22 @@ workers.training.models builds, the parameter count the API checks at submit
 time, and whether an arch and augmentation fit a dataset's inputs.
 
 The API never imports torch to admit a job: it counts an arch's parameters here,
-from the same shapes the worker builds with, and tests/unit/test_models.py holds
-the count to what torch counts on the built model. Pure rules on the input shape:
-the API applies them at submit time (a 422, not a job that fails an hour later) and
-the worker applies them again.
+from the same shapes the worker builds with (the tagger's vocabulary included: its
+embedding tables have a row per id up to the data's largest), and
+tests/unit/test_models.py holds the count to what torch counts on the built model.
+Pure rules on the input shape: the API applies them at submit time (a 422, not a job
+that fails an hour later) and the worker applies them again.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from counterweight.service.errors import DatasetError
-from counterweight.service.spec import JobSpec, ModelSpec
+from counterweight.service.spec import JobSpec, LossSpec, ModelSpec
 
 CONV_ARCHS = ("small_cnn", "resnet18", "resnet32")
 SMALL_CNN_CHANNELS = (32, 64, 128)
@@ -58,6 +59,27 @@ def arch_kwargs(model: ModelSpec) -> dict[str, int]:
     raise ValueError(f"unknown arch {model.arch!r}")
 
 
+def tagger_kwargs(model: ModelSpec) -> dict[str, int]:
+    """bilstm_tagger's BiLSTMTagger keyword arguments from the spec; the vocabulary sizes
+    and the tag count come from the data (see count_tagger_parameters)."""
+    return {
+        "embedding_dim": model.embedding_dim,
+        "char_embedding_dim": model.char_embedding_dim,
+        "hidden_size": model.width,
+        "layers": model.depth,
+    }
+
+
+def head_kwargs(loss: LossSpec) -> dict[str, Any]:
+    """The classifier head the loss trains on, as keyword arguments of build_model and
+    BiLSTMTagger (and so of the card's model_kwargs). LDAM's is the cosine head of its
+    paper and code (Cao et al. 2019, NormedLinear): logits = s * cos(feature, class
+    vector), s = loss.scale, no bias. Every other loss: the linear layer, no arguments."""
+    if loss.type == "ldam":
+        return {"head": "cosine", "head_scale": loss.scale}
+    return {}
+
+
 def _conv_bn(c_in: int, c_out: int, kernel: int = 3) -> int:
     return c_in * c_out * kernel * kernel + 2 * c_out  # no conv bias; batch norm's scale, shift
 
@@ -66,24 +88,32 @@ def _linear(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out
 
 
+def _head(features: int, num_classes: int, kwargs: Mapping[str, Any]) -> int:
+    # The cosine head is a vector per class and nothing else: no bias.
+    if kwargs.get("head") == "cosine":
+        return features * num_classes
+    return _linear(features, num_classes)
+
+
 def count_parameters(
-    arch: str, kwargs: dict[str, int], input_shape: Sequence[int], num_classes: int
+    arch: str, kwargs: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
 ) -> int:
     """Trainable parameters of the classifier build_model(arch, input_shape, num_classes,
-    **kwargs) makes, counted from its shapes (normalisation statistics are buffers)."""
+    **kwargs) makes (kwargs from arch_kwargs and head_kwargs), counted from its shapes
+    (normalisation statistics are buffers)."""
     if arch == "mlp":
         features, total = math.prod(input_shape), 0
         for _ in range(kwargs["depth"]):
             total += _linear(features, kwargs["width"])
             features = kwargs["width"]
-        return total + _linear(features, num_classes)
+        return total + _head(features, num_classes, kwargs)
     c_in = input_shape[0]
     if arch == "small_cnn":
         total = 0
         for c_out in SMALL_CNN_CHANNELS:
             total += _conv_bn(c_in, c_out)
             c_in = c_out
-        return total + _linear(c_in, num_classes)
+        return total + _head(c_in, num_classes, kwargs)
     shape = RESNETS[arch]
     total = _conv_bn(c_in, shape.widths[0])
     c_in = shape.widths[0]
@@ -94,7 +124,34 @@ def count_parameters(
             if reshapes and shape.shortcut == "projection":
                 total += _conv_bn(c_in, c_out, kernel=1)
             c_in = c_out
-    return total + _linear(c_in, num_classes)
+    return total + _head(c_in, num_classes, kwargs)
+
+
+def word_embedding_parameters(kwargs: Mapping[str, Any], vocab_size: int) -> int:
+    """The tagger's word embedding table: a row of embedding_dim per word id, padding's
+    (0) included, up to the largest id in the data."""
+    return vocab_size * int(kwargs["embedding_dim"])
+
+
+def count_tagger_parameters(
+    kwargs: Mapping[str, Any], vocab_size: int, char_vocab_size: int, num_classes: int
+) -> int:
+    """Trainable parameters of BiLSTMTagger(vocab_size, num_classes, char_vocab_size=...,
+    **kwargs), kwargs from tagger_kwargs and head_kwargs: the word embeddings, the character
+    encoder when the data has characters, the BiLSTM and the head over its outputs."""
+    hidden = kwargs["hidden_size"]
+    total = word_embedding_parameters(kwargs, vocab_size)
+    features = kwargs["embedding_dim"]
+    if char_vocab_size:
+        dim = kwargs["char_embedding_dim"]
+        # Character embeddings, then a width-3 convolution (with bias) to 2 * dim channels.
+        total += char_vocab_size * dim + dim * 2 * dim * 3 + 2 * dim
+        features += 2 * dim
+    for layer in range(kwargs["layers"]):
+        n_in = features if layer == 0 else 2 * hidden  # above the first: both directions
+        # Per direction, the four gates' input and recurrent weights and their two biases.
+        total += 2 * (4 * hidden * (n_in + hidden) + 2 * 4 * hidden)
+    return total + _head(2 * hidden, num_classes, kwargs)
 
 
 def check_arch_input(arch: str, input_shape: Sequence[int]) -> None:

@@ -103,6 +103,24 @@ class StorageError(DomainError, RuntimeError):
     """The artifact store could not be read or written (server down, no permission) (503)."""
 
 
+class StoreUnavailable(StorageError):
+    """The artifact store did not answer: connection refused, a timeout, a server error
+    (5xx), its directory unreadable (503). An outage, not the job's fault: a worker
+    waits for the store rather than fail the job (DESIGN.md section 2). Anything else
+    (no such bucket, no permission) stays a plain StorageError."""
+
+
+class StorageRetryLater(StorageError):
+    """The API does not wait for the artifact store now: as many calls to it are in flight
+    as COUNTERWEIGHT_STORAGE_MAX_CALLS allows, one did not answer within
+    COUNTERWEIGHT_STORAGE_WAIT_SECONDS, or it failed (503 with Retry-After). The message
+    says what was asked; where the store is (endpoint, bucket) stays in the server's log."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class ArtifactMissing(DomainError, LookupError):
     """A finished job's file is not in the artifact store (deleted, or never uploaded) (404)."""
 

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         description="Most trainable parameters of a job's model (counted without building "
         "it); more: 422.",
     )
+    max_vocabulary: int = Field(
+        1_000_000,
+        gt=1,
+        description="Most word ids of a sequence upload, padding's 0 included (ids "
+        "0..this-1): the tagger's word embeddings have a row per id; more: 422.",
+    )
     max_inline_weights: int = Field(
         1_000_000,
         gt=0,
@@ -134,6 +140,40 @@ class Settings(BaseSettings):
     )
     s3_secret_access_key: SecretStr | None = Field(
         None, description="s3 storage: secret key (default: boto3's credential chain)."
+    )
+    # A store that accepts connections and never answers must cost seconds, not minutes:
+    # each S3 request gives up after connect + read timeout, at most max_attempts times.
+    s3_connect_timeout_seconds: float = Field(
+        2.0, gt=0, description="s3 storage: how long to wait for a connection to the server."
+    )
+    s3_read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="s3 storage: how long a request waits for the server's next bytes (not "
+        "for a whole transfer: a large file streaming at any pace never reaches it).",
+    )
+    s3_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="s3 storage: attempts at one request, the first included (botocore's "
+        "standard retry mode: timeouts, refused connections, throttling, 5xx).",
+    )
+    # The API's calls to the artifact store (service.api.storage_calls).
+    storage_max_calls: int = Field(
+        8,
+        gt=0,
+        le=32,
+        description="Calls to the artifact store one API process makes at once; a request "
+        "that needs one more is a 503 with Retry-After at once. Kept below the API's 40 "
+        "threads, so that a hung store cannot take the threads other requests need.",
+    )
+    storage_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest an API request waits to read from the artifact store (a job's "
+        "file, an upload's check) before a 503 with Retry-After; the read goes on, and a "
+        "request after it ends gets its file.",
     )
 
     @model_validator(mode="after")

@@ -30,13 +30,17 @@ from pydantic import (
     model_validator,
 )
 
+from counterweight.service.spec_rules import check_schedule, check_sequence_spec
+
 DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "uploaded"]
 LossType = Literal[
     "cross_entropy", "focal", "class_balanced", "ldam", "balanced_softmax", "logit_adjusted"
 ]
 Arch = Literal["mlp", "small_cnn", "resnet18", "resnet32", "bilstm_tagger"]
 Task = Literal["classification", "sequence_labeling"]
+Decision = Literal["argmax", "logit_adjusted", "threshold"]
 SelectBy = Literal["balanced_accuracy", "macro_f1", "g_mean", "minority_recall", "val_loss", "last"]
+Sampler = Literal["none", "oversample", "undersample"]
 # Losses that re-balance by themselves: class weights on top weigh the rare classes twice.
 REBALANCING_LOSSES = ("class_balanced", "balanced_softmax", "logit_adjusted")
 
@@ -159,7 +163,9 @@ class LossSpec(StrictModel):
     drw_epoch: PositiveInt | None = Field(
         None,
         le=MAX_EPOCHS,
-        description="ldam: from this epoch (1-based) on, re-weight by effective number.",
+        description="ldam: from this epoch (1-based) on, re-weight by effective number (beta "
+        "0.9999, LDAM-DRW); at most train.epochs. The reference code's switch after 160 of "
+        "200 epochs is 161.",
     )
     tau: float = Field(1.0, ge=0, le=100, description="logit_adjusted: strength of the prior term.")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -215,6 +221,23 @@ class ModelSpec(StrictModel):
     )
 
 
+class Stage2Spec(StrictModel):
+    """Classifier re-training, cRT (Kang et al. 2020, "Decoupling Representation and
+    Classifier for Long-Tailed Recognition"): after stage one, the classifier head of the
+    model stage one selected is re-initialised, everything else frozen (batch norm
+    statistics included), and the head alone trained for `epochs` more epochs."""
+
+    epochs: PositiveInt = Field(le=MAX_EPOCHS, description="Epochs of stage two.")
+    sampler: Sampler = Field(
+        "oversample",
+        description="Stage two's sampler; oversample is class-balanced sampling, as in cRT.",
+    )
+    lr: float | None = Field(None, gt=0, le=10, description="Stage two's lr; null: train.lr.")
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="Stage two's lr schedule over its own epochs (cRT: cosine)."
+    )
+
+
 class TrainSpec(StrictModel):
     epochs: PositiveInt = Field(10, le=MAX_EPOCHS)
     batch_size: PositiveInt = Field(128, le=65_536)
@@ -251,6 +274,24 @@ class TrainSpec(StrictModel):
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N."
     )
+    sampler_from_epoch: PositiveInt | None = Field(
+        None,
+        le=MAX_EPOCHS,
+        description="Deferred re-sampling (DRS): `sampler` (oversample) applies from this "
+        "epoch (1-based) on; the epochs before it visit every sample once. At most `epochs`.",
+    )
+    class_weight_from_epoch: PositiveInt | None = Field(
+        None,
+        le=MAX_EPOCHS,
+        description="Deferred re-weighting (DRW): `class_weight` applies from this epoch "
+        "(1-based) on; before it every class weighs 1 (sample weights still apply). At most "
+        "`epochs`.",
+    )
+    stage2: Stage2Spec | None = Field(
+        None,
+        description="Classifier re-training after these epochs (two-stage training, "
+        "DESIGN.md section 4); null: one stage.",
+    )
 
     @model_validator(mode="after")
     def _warmup_ends(self) -> TrainSpec:
@@ -259,14 +300,14 @@ class TrainSpec(StrictModel):
                 f"train.warmup_epochs: {self.warmup_epochs} is not fewer than train.epochs "
                 f"({self.epochs}); the learning rate would never reach train.lr"
             )
+        for name in ("sampler_from_epoch", "class_weight_from_epoch"):
+            start = getattr(self, name)
+            if start is not None and start > self.epochs:
+                raise ValueError(
+                    f"train.{name}: {start} is after the last epoch (train.epochs {self.epochs}); "
+                    "the deferred re-balancing would never start"
+                )
         return self
-
-
-# Sequence labeling: what a spec may leave out and gets instead of the classification default.
-SEQUENCE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"arch": "bilstm_tagger", "width": 100, "depth": 1},
-    "train": {"select_by": "macro_f1"},
-}
 
 
 class JobSpec(StrictModel):
@@ -287,7 +328,13 @@ class JobSpec(StrictModel):
         "any subsetting, (N,); for sequence_labeling also one per timestep, (N, T); or "
         "from_dataset (an upload's sample_weight array).",
     )
-    sampler: Literal["none", "oversample", "undersample"] = "none"
+    sampler: Sampler = "none"
+    decision: Decision = Field(
+        "argmax",
+        description="How logits become a class, tuned on validation after training "
+        "(DESIGN.md section 4): argmax; logit_adjusted (subtract tau x log prior, tau chosen "
+        "for the select_by metric); threshold (two classes: the cut on p(class 1)).",
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first.")
@@ -318,50 +365,12 @@ class JobSpec(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> JobSpec:
+        check_schedule(self)
+        return self
+
     def fingerprint(self) -> str:
         """Hash of the spec with defaults filled in: equal specs, equal hash."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def check_sequence_spec(spec: JobSpec) -> None:
-    """Fill in the sequence labeling defaults the client left out and refuse the options that
-    do not apply to sequences (ValueError, a 422 naming the field)."""
-    for part, defaults in SEQUENCE_DEFAULTS.items():
-        section = getattr(spec, part)
-        for name, value in defaults.items():
-            if name not in section.model_fields_set:
-                setattr(section, name, value)
-    if spec.dataset.name != "uploaded":
-        raise ValueError(
-            f"dataset.name: sequence_labeling trains on uploaded sequences (POST /v1/datasets "
-            f"with y_train of shape (N, T)); {spec.dataset.name!r} holds no sequences"
-        )
-    if spec.dataset.classes is not None:
-        raise ValueError(
-            "dataset.classes does not apply to sequence_labeling: every tag of a sentence is "
-            "kept; weigh tags with class_weight instead"
-        )
-    if spec.model.arch != "bilstm_tagger":
-        raise ValueError(
-            f"model.arch: sequence_labeling needs bilstm_tagger; {spec.model.arch!r} "
-            "classifies whole samples"
-        )
-    # Compared with the defaults, not by the fields set: a stored spec has every field set.
-    default = ImbalanceSpec()
-    given = [
-        name
-        for name in ImbalanceSpec.model_fields
-        if getattr(spec.imbalance, name) != getattr(default, name)
-    ]
-    if given:
-        raise ValueError(
-            f"imbalance.{given[0]}: no imbalance options apply to sequence_labeling (none "
-            "do: subsampling drops whole sentences, each holding many tags); leave imbalance "
-            "out and weigh rare tags with class_weight or sample_weight"
-        )
-    if spec.sampler != "none":
-        raise ValueError(
-            f"sampler: {spec.sampler!r} balances whole samples by class and does not apply to "
-            "sequence_labeling; use 'none' and weigh rare tags with class_weight"
-        )

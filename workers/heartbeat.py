@@ -2,7 +2,9 @@
 
 Out: the latest progress, written with each heartbeat, and the history row of
 every epoch finished since the last one (progress coalesces, epochs must not:
-each becomes an event that subscribers see). In: whether the job was cancelled,
+each becomes an event that subscribers see); and what the job waits for, if
+anything: the artifact store, unreachable (`set_waiting`) or silent for
+SLOW_STORE_SECONDS during a call (`store_call`). In: whether the job was cancelled,
 and whether this worker lost the lease. Training polls `should_stop`
 between batches, so either reaches it within one heartbeat interval.
 """
@@ -11,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,6 +28,10 @@ from counterweight.service.store.queue import workers
 from counterweight.service.store.queue.lease import Lease, heartbeat
 
 log = logging.getLogger(__name__)
+
+# A call to the artifact store that has not ended after this long shows in the job's
+# `waiting`: a store that accepts connections and never answers stalls the job silently.
+SLOW_STORE_SECONDS = 5.0
 
 
 class Heartbeat(threading.Thread):
@@ -45,6 +54,8 @@ class Heartbeat(threading.Thread):
         self._lock = threading.Lock()
         self._progress: dict[str, Any] | None = None
         self._epochs: list[dict[str, Any]] = []  # finished epochs' rows not yet written
+        self._waiting: str | None = None
+        self._store_call: tuple[str, float] | None = None  # (what for, since: monotonic)
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
 
@@ -57,8 +68,54 @@ class Heartbeat(threading.Thread):
             if row is not None:
                 self._epochs.append(row)
 
+    @property
+    def job_id(self) -> str:
+        return self._lease.job_id
+
+    def set_waiting(self, waiting: str | None) -> None:
+        """What the job waits for, written with each beat from the next on; None: nothing."""
+        with self._lock:
+            self._waiting = waiting
+
+    @contextmanager
+    def store_call(self, doing: str) -> Iterator[None]:
+        """Around a call to the artifact store made to `doing` ("store the checkpoint"):
+        should it go unanswered for SLOW_STORE_SECONDS, the job shows it waits."""
+        with self._lock:
+            self._store_call = (doing, time.monotonic())
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._store_call = None
+
+    def _waiting_now(self) -> str | None:
+        with self._lock:
+            waiting, call = self._waiting, self._store_call
+        if waiting is None and call is not None:
+            doing, since = call
+            taken = time.monotonic() - since
+            if taken >= SLOW_STORE_SECONDS:
+                # "so far": a large file streams this long too; a hung store, for ever.
+                waiting = (
+                    f"a call to the artifact store has taken {taken:.0f} s so far: "
+                    f"waiting to {doing}"
+                )
+        return waiting
+
     def should_stop(self) -> bool:
         return self.cancel_requested.is_set() or self.lease_lost.is_set() or self._shutdown.is_set()
+
+    def wait_unless_stopped(self, seconds: float) -> bool:
+        """Sleep `seconds`, or less if the job must stop meanwhile; whether it must."""
+        deadline = time.monotonic() + seconds
+        while not self.should_stop():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # The flags are set by this thread's beats, the shutdown by a signal handler.
+            self._shutdown.wait(min(left, self._interval))
+        return True
 
     def run(self) -> None:
         while not self._done.wait(self._interval) and self._beat():
@@ -77,6 +134,7 @@ class Heartbeat(threading.Thread):
                     lease_seconds=self._lease_seconds,
                     progress=progress,
                     epochs=epochs,
+                    waiting=self._waiting_now(),
                 )
         except LeaseLost as exc:
             log.warning("job=%s %s; stopping it", self._lease.job_id, exc)

@@ -5,7 +5,8 @@
 - confusion: the final test confusion matrix, counts and row-normalised side by side.
 
 Every image is FIGURE_SIZE_PX (width, height) pixels. The names are fixed here
-(service.artifacts.PLOT_NAMES) and never come from a client. Each file is
+(service.artifacts.PLOT_NAMES) and never come from a client; the class names drawn in
+them do, and are drawn as written, never as mathtext (service.figures). Each file is
 written to a temporary name and renamed, so a reader never sees half an image.
 """
 
@@ -22,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from counterweight.service.artifacts import PLOT_NAMES, plots_dir
+from counterweight.service.figures import png
 from counterweight.workers.training.checkpoint import atomic_write
 
 FIGURE_SIZE_PX = (1200, 500)
@@ -32,8 +34,9 @@ def _figure(ncols: int = 1) -> tuple[Figure, list[Axes]]:
     width, height = FIGURE_SIZE_PX
     # Not pyplot: it keeps global state (a backend, open figures) a long-lived worker
     # would accumulate; a Figure with its own Agg canvas needs no display and is freed
-    # when dropped.
-    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    # when dropped. The tight layout is computed when the figure is drawn, after
+    # service.figures.png has made its texts plain.
+    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="tight")
     FigureCanvasAgg(figure)
     axes = [figure.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     return figure, axes
@@ -51,7 +54,6 @@ def curves_figure(metrics: dict[str, Any], class_names: list[str]) -> Figure:
     ax.set(xlabel="epoch", ylabel="loss", title="Learning curves")
     ax.legend()
     ax.grid(alpha=0.3)
-    figure.tight_layout()
     return figure
 
 
@@ -66,7 +68,6 @@ def recall_figure(metrics: dict[str, Any], class_names: list[str]) -> Figure:
     # Outside the axes: with many classes the legend would hide the lines.
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     ax.grid(alpha=0.3)
-    figure.tight_layout()
     return figure
 
 
@@ -92,7 +93,6 @@ def confusion_figure(metrics: dict[str, Any], class_names: list[str]) -> Figure:
     figure, (left, right) = _figure(ncols=2)
     _matrix(left, counts, class_names, "Test confusion matrix (counts)", "d")
     _matrix(right, normalised, class_names, "Row-normalised (recall on the diagonal)", ".2f")
-    figure.tight_layout()
     return figure
 
 
@@ -105,7 +105,7 @@ assert tuple(FIGURES) == PLOT_NAMES  # the API serves exactly the plots made her
 
 
 def _save(figure: Figure, f: IO[bytes]) -> None:
-    figure.savefig(f, format="png", dpi=DPI)
+    f.write(png(figure, DPI))
 
 
 def render_plots(metrics: dict[str, Any], class_names: list[str], workdir: Path) -> list[str]:

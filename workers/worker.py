@@ -9,9 +9,11 @@ Workers on many hosts share only the database and the artifact store
 (service.storage): a job's uploaded dataset and latest checkpoint are fetched
 from the store into this host's home before it trains, each checkpoint goes to
 the store as it is written, and the model, card and plots before the job is
-marked succeeded. Each worker registers itself (GET /v1/workers) under a fresh
-id, which is also the owner of the jobs it leases, with the CUDA devices it has:
-it claims only jobs whose train.device it can run (service.store.queue.devices).
+marked succeeded (workers.store_calls). While the store does not answer, the
+worker keeps the job and waits, spending none of the job's attempts. Each worker
+registers itself (GET /v1/workers) under a fresh id, which is also the owner of the
+jobs it leases, with the CUDA devices it has: it claims only jobs whose train.device
+it can run (service.store.queue.devices).
 """
 
 from __future__ import annotations
@@ -35,15 +37,13 @@ import torch
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from counterweight.service.artifacts import CARD, CHECKPOINT, MODEL, job_dir, job_key, plot_name
+from counterweight.service.artifacts import job_dir
 from counterweight.service.data.paths import without_roots
-from counterweight.service.data.uploads import upload_key, upload_path
 from counterweight.service.errors import DatasetError, LeaseLost, StorageError
 from counterweight.service.logs import job_logging
 from counterweight.service.settings import Settings
 from counterweight.service.spec import JobSpec
 from counterweight.service.storage import storage_for
-from counterweight.service.storage.jobs import fetch, upload
 from counterweight.service.store.availability import describe_failure
 from counterweight.service.store.engine import (
     make_engine,
@@ -51,14 +51,28 @@ from counterweight.service.store.engine import (
     transaction,
     upgrade,
 )
-from counterweight.service.store.models import Job, new_job_id
+from counterweight.service.store.models import Job, JobStatus, new_job_id
+from counterweight.service.store.queue.cancel import settle_unless_cancelled
 from counterweight.service.store.queue.claim import claim
-from counterweight.service.store.queue.lease import Lease, fail, finish, mark_cancelled, release
+from counterweight.service.store.queue.lease import (
+    Lease,
+    fail,
+    finish,
+    mark_cancelled,
+    release,
+    release_forgiven,
+)
 from counterweight.service.store.queue.notify import JobWaiter
 from counterweight.service.store.queue.sweeper import sweep_expired
 from counterweight.service.store.queue.workers import mark_stopped, register
 from counterweight.workers.heartbeat import Heartbeat, Presence
 from counterweight.workers.plots import render_plots
+from counterweight.workers.store_calls import (
+    CheckpointMirror,
+    StoppedWaiting,
+    fetch_inputs,
+    publish,
+)
 from counterweight.workers.training.checkpoint import mirrored
 from counterweight.workers.training.engine import train_job
 from counterweight.workers.training.loop import Progress, TrainingDiverged, TrainingResult
@@ -226,7 +240,7 @@ class Worker:
         record_outcome()
         self.presence.set_job(None)
 
-    def _train(self, job: Job, lease: Lease, beat: Heartbeat) -> Callable[[], None]:
+    def _train(self, job: Job, lease: Lease, beat: Heartbeat) -> Callable[[], object]:
         """Run the training; returns how to record its outcome once the heartbeat stopped."""
 
         def report(progress: Progress) -> None:
@@ -236,8 +250,8 @@ class Worker:
         try:
             spec = JobSpec.model_validate(job.spec)
             device = resolve_device(self.device, spec.train.device)
-            self._fetch_inputs(job.id, spec)
-            with mirrored(workdir, partial(self._upload_checkpoint, job.id)):
+            fetch_inputs(self.storage, self.settings.home, job.id, spec, beat)
+            with mirrored(workdir, CheckpointMirror(self.storage, job.id, beat)):
                 result = train_job(
                     spec,
                     workdir,
@@ -247,6 +261,8 @@ class Worker:
                     report=report,
                     should_stop=beat.should_stop,
                 )
+        except StoppedWaiting as exc:
+            return self._stopped(lease, beat, waiting=exc.waiting)
         except (DatasetError, JobInputError, ValidationError, TrainingDiverged) as exc:
             log.warning("job=%s cannot run: %s", job.id, exc)
             return partial(self._fail, lease, str(exc), retryable=False)
@@ -258,49 +274,48 @@ class Worker:
         if result is not None:
             # Rendered and stored while the heartbeat still holds the lease.
             plots = result.metrics["plots"] = render_plots_safely(job.id, result, workdir)
+            if beat.cancel_requested.is_set():
+                # A cancel wins until the success is recorded (DESIGN.md section 2):
+                # nothing is published for a job that will end cancelled.
+                log.info("job=%s cancelled after training; results not published", job.id)
+                return partial(self._settle, lease, mark_cancelled)
             try:
-                self._publish(job.id, plots)
+                publish(self.storage, self.settings.home, job.id, plots, beat)
+            except StoppedWaiting as exc:
+                return self._stopped(lease, beat, waiting=exc.waiting)
             except StorageError as exc:
                 log.error("job=%s results not stored: %s", job.id, exc)
                 return partial(self._fail, lease, str(exc), retryable=True)
-            log.info("job=%s succeeded", job.id)
-            return partial(self._settle, lease, finish, result=result.metrics)
+            return partial(self._record_success, lease, result.metrics)
+        return self._stopped(lease, beat)
+
+    def _stopped(
+        self, lease: Lease, beat: Heartbeat, *, waiting: str | None = None
+    ) -> Callable[[], object]:
+        """How to record a job that stopped before its end: lease lost, cancelled, or
+        the worker shutting down; `waiting` if it stopped while waiting for the store."""
+        job_id = lease.job_id
         if beat.lease_lost.is_set():
-            log.warning("job=%s abandoned: lease lost", job.id)
+            log.warning("job=%s abandoned: lease lost", job_id)
             return lambda: None
         if beat.cancel_requested.is_set():
-            log.info("job=%s cancelled", job.id)
+            log.info("job=%s cancelled", job_id)
             return partial(self._settle, lease, mark_cancelled)
-        log.info("job=%s checkpointed; returning it to the queue", job.id)
+        if waiting is not None:
+            # An outage is not the job's fault: unlike any other release, not counted.
+            log.info("job=%s returned to the queue while the store is away", job_id)
+            return partial(self._settle, lease, release_forgiven, waiting=waiting)
+        log.info("job=%s checkpointed; returning it to the queue", job_id)
         return partial(self._settle, lease, release)
 
-    def _fetch_inputs(self, job_id: str, spec: JobSpec) -> None:
-        """Bring from the store what this host may lack: the uploaded dataset (cached:
-        an upload never changes) and the job's latest checkpoint, which another host
-        may have written since this one last ran the job."""
-        dataset_id = spec.dataset.id
-        if dataset_id is not None and not upload_path(self.settings.home, dataset_id).is_file():
-            # Not a key (so no upload's id): the dataset loader reports the bad id.
-            with suppress(ValueError):
-                self.storage.download(
-                    upload_key(dataset_id), upload_path(self.settings.home, dataset_id)
-                )
-        fetch(self.storage, self.settings.home, job_id, CHECKPOINT)
-
-    def _upload_checkpoint(self, job_id: str, path: Path) -> None:
-        try:
-            self.storage.upload(job_key(job_id, CHECKPOINT), path)
-        except StorageError as exc:
-            # Training goes on: the next checkpoint tries again, and a host that
-            # resumes meanwhile starts from the previous one (work redone, not lost).
-            log.warning("job=%s checkpoint not stored: %s", job_id, exc)
-
-    def _publish(self, job_id: str, plots: list[str]) -> None:
-        """The results the API serves, weights before card as on disk: a card in the
-        store means its weights are there."""
-        names = [MODEL, CARD, *map(plot_name, plots)]
-        for name in names:
-            upload(self.storage, self.settings.home, job_id, name)
+    def _record_success(self, lease: Lease, result: dict[str, Any]) -> None:
+        job = self._settle(lease, finish, result=result)
+        if job is not None and job.status == JobStatus.cancelled:
+            # The cancel came while the results were being published: they stay in the
+            # store, unserved (the API serves a job's files only once it has succeeded).
+            log.info("job=%s cancelled after training, before its success was recorded", job.id)
+        elif job is not None:
+            log.info("job=%s succeeded", job.id)
 
     def _fail(self, lease: Lease, error: str, *, retryable: bool) -> None:
         # The API serves the error: files named relative to the data root or the home, as
@@ -311,18 +326,18 @@ class Worker:
         backoff = self.settings.retry_backoff_seconds
         self._settle(lease, fail, error=error, retryable=retryable, backoff_seconds=backoff)
 
-    def _settle(self, lease: Lease, action: Callable[..., Job], **kwargs: Any) -> None:
+    def _settle(self, lease: Lease, action: Callable[..., Job], **kwargs: Any) -> Job | None:
         """Record a job's outcome, retrying while the database is unreachable for as long
-        as the lease would last; a worker that lost the lease records nothing."""
+        as the lease would last; a worker that lost the lease records nothing (None). A job
+        whose cancel was requested ends cancelled whatever the outcome (DESIGN.md section 2)."""
         deadline = time.monotonic() + self.settings.lease_seconds
         while True:
             try:
                 with transaction(self.sessions) as session:
-                    action(session, lease, **kwargs)
-                return
+                    return settle_unless_cancelled(session, lease, action, **kwargs)
             except LeaseLost as exc:
                 log.warning("job=%s outcome not recorded: %s", lease.job_id, exc)
-                return
+                return None
             except SQLAlchemyError as exc:
                 if time.monotonic() > deadline:
                     raise  # the sweeper re-queues it; the checkpoint makes the rerun short

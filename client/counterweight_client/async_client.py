@@ -76,6 +76,9 @@ class AsyncClient:
         return Job.from_json(await self._get_json(f"/v1/jobs/{job_id}"))
 
     async def cancel(self, job_id: str) -> Job:
+        """A queued job ends at once; a running one ends cancelled within seconds, even
+        if its training has ended (a cancel wins until the job's success is recorded).
+        `raw["outcome"]` is the server's sentence on what happens; an ended job: Conflict."""
         # Not idempotent: a repeat after a lost answer would be a 409 for an ended job.
         response = await self._send("POST", f"/v1/jobs/{job_id}/cancel", idempotent=False)
         return Job.from_json(_core.json_object(response))

@@ -43,7 +43,7 @@ class Job:
     max_attempts: int
     progress: Progress | None
     error: str | None
-    waiting: str | None  # why a queued job cannot start (no live worker can run it)
+    waiting: str | None  # why it cannot go on: no live worker can run it, the store is away
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None

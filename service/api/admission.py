@@ -9,24 +9,29 @@ built: the API process does not import torch to admit a job.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from counterweight.service.api.auth import Principal
+from counterweight.service.api.storage_calls import StorageCalls
 from counterweight.service.architectures import (
     arch_kwargs,
     augment_enabled,
     check_arch_input,
     count_parameters,
+    count_tagger_parameters,
+    head_kwargs,
+    tagger_kwargs,
+    word_embedding_parameters,
 )
 from counterweight.service.data.sequences import SequenceSplits, plan_sequence_splits
 from counterweight.service.data.splits import SplitPlan, plan_splits
-from counterweight.service.errors import LimitExceeded
+from counterweight.service.errors import DatasetError, LimitExceeded
 from counterweight.service.rebalance.plan import Plan, plan
 from counterweight.service.settings import Settings
 from counterweight.service.spec import JobSpec
+from counterweight.service.storage.uploads import upload_stored
 from counterweight.service.store.datasets import check_upload_usable
 from counterweight.service.store.engine import read_only
 
@@ -44,6 +49,13 @@ def check_spec(
     """The caps a spec can be checked against without its data."""
     if spec.train.epochs > max_epochs:
         raise _over("train.epochs", spec.train.epochs, max_epochs, "MAX_EPOCHS")
+    stage2 = spec.train.stage2
+    if stage2 is not None and spec.train.epochs + stage2.epochs > max_epochs:
+        raise LimitExceeded(
+            f"train.stage2.epochs: {spec.train.epochs} + {stage2.epochs} epochs in all (train."
+            f"epochs + train.stage2.epochs) is more than this service allows ({max_epochs}, "
+            "COUNTERWEIGHT_MAX_EPOCHS)"
+        )
     if spec.train.batch_size > max_batch_size:
         raise _over("train.batch_size", spec.train.batch_size, max_batch_size, "MAX_BATCH_SIZE")
     if isinstance(spec.sample_weight, list) and len(spec.sample_weight) > max_inline_weights:
@@ -54,16 +66,43 @@ def check_spec(
         )
 
 
-def check_model(spec: JobSpec, input_shape: Sequence[int], num_classes: int, cap: int) -> None:
-    """Refuse a model with more than `cap` trainable parameters."""
-    kwargs = dict(sorted(arch_kwargs(spec.model).items()))
-    count = count_parameters(spec.model.arch, kwargs, tuple(input_shape), num_classes)
+def check_model(spec: JobSpec, splits: SplitPlan | SequenceSplits, cap: int) -> None:
+    """Refuse a model with more than `cap` trainable parameters, whatever its arch, counted
+    on the job's data: a classifier on its input shape and classes, the tagger on its
+    vocabulary (an embedding row per word id, and per character id, up to the largest)."""
+    if isinstance(splits, SequenceSplits):
+        count, built = _tagger_size(spec, splits)
+    else:
+        kwargs = dict(sorted({**arch_kwargs(spec.model), **head_kwargs(spec.loss)}.items()))
+        count = count_parameters(spec.model.arch, kwargs, splits.input_shape, splits.num_classes)
+        built = (
+            f"{spec.model.arch} with {kwargs or 'its fixed layers'} on inputs of shape "
+            f"{tuple(splits.input_shape)} has {count:,} parameters"
+        )
     if count > cap:
         raise LimitExceeded(
-            f"model: {spec.model.arch} with {kwargs or 'its fixed layers'} on inputs of "
-            f"shape {tuple(input_shape)} has {count:,} parameters, more than this service "
-            f"allows ({cap:,}, COUNTERWEIGHT_MAX_MODEL_PARAMETERS)"
+            f"model: {built}, more than this service allows ({cap:,}, "
+            "COUNTERWEIGHT_MAX_MODEL_PARAMETERS)"
         )
+
+
+def _tagger_size(spec: JobSpec, splits: SequenceSplits) -> tuple[int, str]:
+    """The tagger's parameter count, and a sentence saying where they are."""
+    kwargs = {**tagger_kwargs(spec.model), **head_kwargs(spec.loss)}
+    count = count_tagger_parameters(
+        kwargs, splits.vocab_size, splits.char_vocab_size, splits.num_classes
+    )
+    fields = {"embedding_dim": spec.model.embedding_dim}
+    vocabulary = f"word ids 0..{splits.vocab_size - 1:,}"
+    if splits.char_vocab_size:
+        fields["char_embedding_dim"] = spec.model.char_embedding_dim
+        vocabulary += f" and character ids 0..{splits.char_vocab_size - 1:,}"
+    fields |= {"width": spec.model.width, "depth": spec.model.depth}
+    words = word_embedding_parameters(kwargs, splits.vocab_size)
+    return count, (
+        f"bilstm_tagger with {fields} on the upload's {vocabulary} has {count:,} parameters "
+        f"({words:,} of them in the word embeddings, a row of embedding_dim per word id)"
+    )
 
 
 def split(spec: JobSpec, data_root: Path, home: Path | None) -> SplitPlan | SequenceSplits:
@@ -86,11 +125,30 @@ def resolve(spec: JobSpec, data_root: Path, home: Path | None = None) -> Plan:
     return plan(spec, split(spec, data_root, home))
 
 
+def check_upload_stored(storage: StorageCalls, settings: Settings, dataset_id: str) -> None:
+    """The artifact store, where workers fetch it, holds the upload: checked there, not
+    in this host's copy. A store that does not answer is a 503 (StorageRetryLater), not
+    a job queued that no worker may be able to run."""
+    what = f"dataset.id: looking for upload {dataset_id!r} in the artifact store"
+    if not storage.run(what, upload_stored, settings, dataset_id):
+        raise DatasetError(
+            f"dataset.id: upload {dataset_id!r} is gone from the artifact store, where "
+            "workers fetch it; upload the file again and use the new id"
+        )
+
+
 def admit(
-    spec: JobSpec, settings: Settings, sessions: sessionmaker[Session], principal: Principal
+    spec: JobSpec,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    principal: Principal,
+    storage: StorageCalls,
+    stored_uploads: set[str] | None = None,
 ) -> Plan:
     """What a spec must pass before it is queued: the limits, the caller's right to the
-    data it names (another tenant's upload reads as missing), the data itself."""
+    data it names (another tenant's upload reads as missing), the data itself.
+    `stored_uploads`: uploads this request found in the store already (a sweep's jobs
+    share theirs), and adds to."""
     check_spec(
         spec,
         max_epochs=settings.max_epochs,
@@ -100,8 +158,11 @@ def admit(
     if spec.dataset.id is not None:
         with read_only(sessions) as session:
             check_upload_usable(session, spec.dataset.id, principal.scope)
+        if stored_uploads is None or spec.dataset.id not in stored_uploads:
+            check_upload_stored(storage, settings, spec.dataset.id)
+        if stored_uploads is not None:
+            stored_uploads.add(spec.dataset.id)
     splits = split(spec, settings.resolved_data_root, settings.home)
     resolved = plan(spec, splits)
-    if isinstance(splits, SplitPlan):
-        check_model(spec, splits.input_shape, splits.num_classes, settings.max_model_parameters)
+    check_model(spec, splits, settings.max_model_parameters)
     return resolved

@@ -31,6 +31,7 @@ from counterweight.service.api.events import EventHub
 from counterweight.service.api.middleware import BodySizeLimit, NoNulInUrl
 from counterweight.service.api.openapi import document_security
 from counterweight.service.api.reads import PollReads
+from counterweight.service.api.storage_calls import StorageCalls
 from counterweight.service.errors import (
     ArtifactMissing,
     BadCursor,
@@ -46,6 +47,7 @@ from counterweight.service.errors import (
     PredictInputError,
     QueueFull,
     StorageError,
+    StorageRetryLater,
     SweepError,
     SweepNotFound,
     TooManyInputs,
@@ -114,7 +116,10 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     status = next((ERROR_STATUS[c] for c in type(exc).__mro__ if c in ERROR_STATUS), None)
     if status is None:
         raise exc  # not a client's doing: the server error it is
-    return SafeJSONResponse(status_code=status, content={"detail": str(exc)})
+    headers = None
+    if isinstance(exc, StorageRetryLater):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
+    return SafeJSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
 
 
 def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -148,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await hub.stop()
         await app.state.poll_reads.close()
         engine.dispose()
+        app.state.storage_calls.close()
 
     engine = make_engine(
         settings.resolved_database_url,
@@ -167,6 +173,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = make_session_factory(engine)
     app.state.poll_reads = PollReads(engine, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+    app.state.storage_calls = StorageCalls(
+        settings.storage_max_calls, settings.storage_wait_seconds
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(NoNulInUrl)
     app.add_exception_handler(RequestValidationError, _validation_error)

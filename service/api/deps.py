@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from counterweight.service.api.auth import OPEN, KeyCache, Principal
 from counterweight.service.api.reads import PollReads
+from counterweight.service.api.storage_calls import StorageCalls
 from counterweight.service.settings import Settings
 from counterweight.service.store.engine import read_only
 from counterweight.service.store.keys import hash_key, keys_exist, live_key
@@ -40,8 +41,15 @@ async def _poll_reads(request: Request) -> PollReads:
     return reads
 
 
+async def _storage_calls(request: Request) -> StorageCalls:
+    calls: StorageCalls = request.app.state.storage_calls
+    return calls
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PollReadsDep = Annotated[PollReads, Depends(_poll_reads)]
+# Every call from the API to the artifact store goes through it (service.api.storage_calls).
+StorageCallsDep = Annotated[StorageCalls, Depends(_storage_calls)]
 # Routes open their own transaction (service.store.engine.transaction) so that the
 # commit happens before the response is sent: a 202 always means a stored job.
 SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]

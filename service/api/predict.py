@@ -5,9 +5,10 @@ route imports it on the first predict, so that an API process that never predict
 never loads torch (about 1 GB and seconds of start-up).
 
 A model is read once from the artifact store (card.json + model.safetensors,
-never a pickle; fetched to this host if it lacks them) and kept in a small LRU,
-keyed by the home directory and the job id: a succeeded job's model never
-changes. It runs on the CPU in float32:
+never a pickle; fetched to this host if it lacks them, through
+service.api.storage_calls) and kept in a small LRU per API process, keyed by the
+home directory and the job id: a succeeded job's model never changes. Loads of
+different models never wait for each other. It runs on the CPU in float32:
 the API process has no GPU to count on, and float32 on the CPU is what the
 worker used to score the test split, so predictions reproduce its metrics.
 
@@ -20,11 +21,12 @@ Inputs, each one of:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 import json
-import threading
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +36,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors.torch import load as load_safetensors
+from starlette.concurrency import run_in_threadpool
 
+from counterweight.service.api.storage_calls import StorageCalls
 from counterweight.service.artifacts import CARD, MODEL
 from counterweight.service.errors import PredictInputError, TooManyInputs
+from counterweight.service.rebalance.decision import apply_decision
 from counterweight.service.settings import Settings
-from counterweight.service.storage.jobs import job_file
 from counterweight.workers.training.models import Classifier, model_from_card
 
 IMAGE_FORMATS = ("PNG", "JPEG")
@@ -50,6 +54,10 @@ class LoadedModel:
     model: Classifier  # eval mode, on the CPU
     input_shape: tuple[int, ...]
     class_names: list[str]
+    # The job's decision rule as a bias on the logits, and the training counts that a
+    # request's `priors` are measured against (service.rebalance.decision).
+    bias: list[float]
+    train_class_counts: list[int] | None
 
     @property
     def takes_images(self) -> bool:
@@ -57,39 +65,60 @@ class LoadedModel:
 
 
 class ModelCache:
-    """The `capacity` most recently used models. Loading happens under the lock, so
-    concurrent first requests for a job load it once."""
+    """The `capacity` most recently used models of one API process, used on its event
+    loop. A model is loaded once however many requests ask for it at once (they await
+    the same load), and loads of different models run side by side: one whose files
+    are slow to come from the store delays only the requests for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
         self._models: OrderedDict[tuple[Path, str], LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()
+        self._loading: dict[tuple[Path, str], asyncio.Future[LoadedModel]] = {}
 
-    def get(self, settings: Settings, job_id: str, capacity: int) -> LoadedModel:
+    async def get(self, settings: Settings, job_id: str, storage: StorageCalls) -> LoadedModel:
+        """ArtifactMissing if a file is gone from the store; StorageRetryLater if the
+        store does not give them (service.api.storage_calls)."""
         key = (settings.home, job_id)
-        with self._lock:
-            loaded = self._models.get(key)
-            if loaded is None:
-                loaded = load(settings, job_id)
-                self._models[key] = loaded
+        loaded = self._models.get(key)
+        if loaded is not None:
             self._models.move_to_end(key)
-            while len(self._models) > capacity:
-                self._models.popitem(last=False)
             return loaded
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = asyncio.ensure_future(_fetch_and_load(settings, job_id, storage))
+            self._loading[key] = loading
+            loading.add_done_callback(lambda done: self._loaded(key, done))
+        # Shielded: a request that goes away leaves the load to the others.
+        return await asyncio.shield(loading)
+
+    def _loaded(self, key: tuple[Path, str], loading: asyncio.Future[LoadedModel]) -> None:
+        del self._loading[key]
+        if loading.cancelled() or loading.exception() is not None:
+            return  # nothing kept: the next request loads it afresh
+        self._models[key] = loading.result()
+        while len(self._models) > self.capacity:
+            self._models.popitem(last=False)
 
 
-MODELS = ModelCache()  # one per API process
+async def _fetch_and_load(settings: Settings, job_id: str, storage: StorageCalls) -> LoadedModel:
+    card = await storage.job_file(settings, job_id, CARD)
+    weights = await storage.job_file(settings, job_id, MODEL)
+    return await run_in_threadpool(load, card, weights)  # torch's work, off the event loop
 
 
-def load(settings: Settings, job_id: str) -> LoadedModel:
-    """A job's model from the artifact store; ArtifactMissing if a file is gone."""
-    card: dict[str, Any] = json.loads(job_file(settings, job_id, CARD).read_text())
-    weights = job_file(settings, job_id, MODEL).read_bytes()
+def load(card_file: Path, weights_file: Path) -> LoadedModel:
+    """A model from its card and safetensors weights."""
+    card: dict[str, Any] = json.loads(card_file.read_text())
+    weights = weights_file.read_bytes()
     model = model_from_card(card)
     model.load_state_dict(load_safetensors(weights))
     return LoadedModel(
         model=model.float().eval(),
         input_shape=tuple(card["input_shape"]),
         class_names=list(card["class_names"]),
+        # Models from before decision rules decide by argmax.
+        bias=card.get("decision", {}).get("bias") or [0.0] * len(card["class_names"]),
+        train_class_counts=card.get("train_class_counts"),
     )
 
 
@@ -170,10 +199,29 @@ def to_batch(inputs: list[Any], loaded: LoadedModel, max_inputs: int) -> torch.T
     return torch.stack(tensors)
 
 
-def predict(loaded: LoadedModel, batch: torch.Tensor) -> list[dict[str, Any]]:
-    """Per input: the most probable class, its name and every class's probability."""
+def check_priors(priors: list[float] | None, loaded: LoadedModel) -> None:
+    if priors is None:
+        return
+    k = len(loaded.class_names)
+    if len(priors) != k or not all(math.isfinite(p) and p > 0 for p in priors):
+        raise PredictInputError(
+            f"priors: expected {k} finite numbers > 0, one per class in the card's order "
+            f"{loaded.class_names}; they need not sum to 1"
+        )
+    if loaded.train_class_counts is None:
+        raise PredictInputError("priors: this model's card has no training class counts")
+
+
+def predict(
+    loaded: LoadedModel, batch: torch.Tensor, priors: list[float] | None = None
+) -> list[dict[str, Any]]:
+    """Per input: the class the job's decision rule picks (or, given `priors`, the most
+    probable under them), its name and every class's probability under that rule."""
+    check_priors(priors, loaded)
     with torch.inference_mode():
-        probabilities = loaded.model(batch).softmax(dim=1)
+        logits = loaded.model(batch).double().numpy()
+    decided = apply_decision(logits, loaded.bias, loaded.train_class_counts, priors)
+    probabilities = torch.from_numpy(decided).softmax(dim=1).float()
     # argmax over probabilities, as the worker's evaluation does, so that ties break alike.
     classes = probabilities.argmax(dim=1).tolist()
     return [

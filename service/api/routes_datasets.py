@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep
+from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep, StorageCallsDep
 from counterweight.service.api.schemas import BuiltinDatasetOut, DatasetPage, UploadedDatasetOut
 from counterweight.service.api.uploads import receive, store_upload
 from counterweight.service.data.torchvision_formats import TORCHVISION_LAYOUTS, expected_files
@@ -93,6 +93,7 @@ async def upload_dataset(
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    storage: StorageCallsDep,
 ) -> UploadedDatasetOut:
     """Upload an `.npz` with x_train, y_train, x_test, y_test and optionally sample_weight
     (one weight per x_train row) and class_names. x: (N, D) float features, or (N, H, W) /
@@ -100,7 +101,7 @@ async def upload_dataset(
     received = await receive(request, settings.home, settings.max_upload_bytes)
     try:
         dataset = await run_in_threadpool(
-            store_upload, received, sessions, settings, principal.tenant
+            store_upload, received, sessions, settings, principal.tenant, storage
         )
     finally:
         # Gone already when stored (os.replace moved it); removes it after a refusal. On a

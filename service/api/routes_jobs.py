@@ -8,17 +8,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from counterweight.service.api.admission import admit
 from counterweight.service.api.auth import Principal
-from counterweight.service.api.deps import PollReadsDep, PrincipalDep, SessionsDep, SettingsDep
-from counterweight.service.api.schemas import JobOut, JobPage, ValidationReport
+from counterweight.service.api.deps import (
+    PollReadsDep,
+    PrincipalDep,
+    SessionsDep,
+    SettingsDep,
+    StorageCallsDep,
+)
+from counterweight.service.api.schemas import CancelOut, JobOut, JobPage, ValidationReport
 from counterweight.service.artifacts import CARD, MODEL
 from counterweight.service.errors import JobStateConflict
 from counterweight.service.settings import Settings
 from counterweight.service.spec import JobSpec
-from counterweight.service.storage.jobs import job_file
 from counterweight.service.store.engine import read_only, transaction
 from counterweight.service.store.models import Job, JobStatus
 from counterweight.service.store.queue.cancel import request_cancel
@@ -55,10 +62,11 @@ def submit_job(
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    storage: StorageCallsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a training job. The data it names is checked now, not when it runs."""
-    admit(spec, settings, sessions, principal)
+    admit(spec, settings, sessions, principal, storage)
     with transaction(sessions) as session:
         job, created = enqueue(
             session,
@@ -76,10 +84,14 @@ def submit_job(
 
 @router.post("/validate")
 def validate_job(
-    spec: JobSpec, settings: SettingsDep, sessions: SessionsDep, principal: PrincipalDep
+    spec: JobSpec,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+    principal: PrincipalDep,
+    storage: StorageCallsDep,
 ) -> ValidationReport:
     """Dry run: what the spec resolves to, with warnings. Nothing is queued."""
-    resolved = admit(spec, settings, sessions, principal)
+    resolved = admit(spec, settings, sessions, principal, storage)
     return ValidationReport(
         spec=spec.model_dump(mode="json"),
         class_names=resolved.class_names,
@@ -90,7 +102,9 @@ def validate_job(
     )
 
 
-def _fleet_for(jobs: Sequence[Job], session: Session, settings: Settings) -> Fleet | None:
+def _fleet_for(
+    jobs: Sequence[Job | Row[Any]], session: Session, settings: Settings
+) -> Fleet | None:
     """The live workers, read only when a job shown is queued (JobOut.waiting)."""
     if not any(job.status == JobStatus.queued for job in jobs):
         return None
@@ -108,7 +122,9 @@ def list_all(
         str | None, Query(min_length=1, description="`next_cursor` of the previous page")
     ] = None,
 ) -> JobPage:
-    """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page. Each
+    spec shows an inline sample_weight as its shape only, {"shape": [N]} (or [N, T]);
+    GET /v1/jobs/{id} has the values."""
     with read_only(sessions) as session:
         jobs, next_cursor = list_jobs(
             session, status=status, limit=limit, cursor=cursor, tenant=principal.scope
@@ -133,10 +149,16 @@ async def read_job(
 
 
 @router.post("/{job_id}/cancel", responses=ERRORS)
-def cancel_job(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> JobOut:
-    """A queued job ends at once; a running one within a few seconds."""
+def cancel_job(
+    job_id: str, sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
+) -> CancelOut:
+    """A queued job ends at once. A running one ends `cancelled` within about
+    COUNTERWEIGHT_HEARTBEAT_SECONDS, even if its training has ended meanwhile: a cancel wins
+    until the job's success is recorded, and one that comes after is a 409 (the job has
+    ended). `outcome` says which applies."""
     with transaction(sessions) as session:
-        return JobOut.of(request_cancel(session, job_id, principal.scope))
+        job = request_cancel(session, job_id, principal.scope)
+        return CancelOut.of_cancel(job, settings.heartbeat_seconds)
 
 
 def succeeded_job(
@@ -165,22 +187,33 @@ def job_metrics(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> 
     responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
     response_class=FileResponse,
 )
-def job_model(
-    job_id: str, sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
+async def job_model(
+    job_id: str,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    storage: StorageCallsDep,
 ) -> FileResponse:
     """The selected checkpoint's weights as safetensors; the model card says how to use them."""
-    job = succeeded_job(sessions, principal, job_id, "model")
-    path = job_file(settings, job.id, MODEL)
+    # Async, as every route that may wait for the artifact store: the wait holds no
+    # thread (service.api.storage_calls); the database read runs on one.
+    job = await run_in_threadpool(succeeded_job, sessions, principal, job_id, "model")
+    path = await storage.job_file(settings, job.id, MODEL)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{job.id}.safetensors"
     )
 
 
 @router.get("/{job_id}/model/card", responses=ERRORS)
-def job_model_card(
-    job_id: str, sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
+async def job_model_card(
+    job_id: str,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    storage: StorageCallsDep,
 ) -> JSONResponse:
     """Architecture, classes, input shape and normalisation, spec and metrics of the model."""
-    job = succeeded_job(sessions, principal, job_id, "model card")
-    path = job_file(settings, job.id, CARD)
-    return JSONResponse(json.loads(path.read_text()))
+    job = await run_in_threadpool(succeeded_job, sessions, principal, job_id, "model card")
+    path = await storage.job_file(settings, job.id, CARD)
+    # Parsed and rendered on a thread: a card holds the spec, inline weights included.
+    return await run_in_threadpool(lambda: JSONResponse(json.loads(path.read_text())))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Response
 
 from counterweight.service.api import sweeps
 from counterweight.service.api.admission import admit
-from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep
+from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep, StorageCallsDep
 from counterweight.service.api.schemas import SweepIn, SweepOut
 from counterweight.service.store.engine import read_only, transaction
 from counterweight.service.store.sweeps import create_sweep, get_sweep
@@ -31,14 +30,17 @@ def submit_sweep(
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    storage: StorageCallsDep,
 ) -> SweepOut:
     """Queue one job per grid combination; every one is validated before any is queued."""
+    stored_uploads: set[str] = set()  # each upload is looked for in the store once
+    sweeps.check_inline_weights(body.base, body.grid, settings.max_inline_weights)
     combinations = sweeps.expand(body.base, body.grid)
     specs = sweeps.validate(
         combinations,
         settings.resolved_data_root,
         settings.home,
-        admit=lambda spec: admit(spec, settings, sessions, principal),
+        admit=lambda spec: admit(spec, settings, sessions, principal, storage, stored_uploads),
     )
     with transaction(sessions) as session:
         sweep, jobs = create_sweep(
@@ -83,6 +85,8 @@ def _compare_png(rows: list[dict[str, Any]]) -> bytes:
     # Figure without pyplot: no global state, so concurrent requests cannot mix figures.
     from matplotlib.figure import Figure
 
+    from counterweight.service.figures import png
+
     width = 0.8 / len(sweeps.METRICS)
     figure = Figure(figsize=(min(40.0, 2.0 + 1.2 * len(rows)), 4.8), layout="constrained")
     axes = figure.add_subplot()
@@ -97,9 +101,7 @@ def _compare_png(rows: list[dict[str, Any]]) -> bytes:
     axes.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
     if not any(row["n"] for row in rows):
         axes.text(0.5, 0.5, "no job has succeeded yet", ha="center", transform=axes.transAxes)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return png(figure, dpi=100)  # the grid's values drawn as written, never as mathtext
 
 
 def _number(value: float | None, missing: float = math.nan) -> float:

@@ -47,10 +47,15 @@ class JobOut(BaseModel):
     progress: ProgressOut | None
     error: str | None
     waiting: str | None = Field(
-        description="Why a queued job cannot start: no live worker can run it, e.g. 'no live "
-        "worker has a CUDA device (2 live workers, cpu)'. Null otherwise."
+        description="Why the job cannot go on now. Queued: no live worker can run it, e.g. "
+        "'no live worker has a CUDA device (2 live workers, cpu)'. Queued or running: its "
+        "worker waits for the artifact store, which is unreachable or does not answer; the "
+        "wait uses none of the job's attempts (DESIGN.md section 2). Null otherwise."
     )
-    spec: dict[str, Any]
+    spec: dict[str, Any] = Field(
+        description="The job spec with its defaults. In listings (GET /v1/jobs), an inline "
+        'sample_weight is shown by its shape alone, {"shape": [N]} or {"shape": [N, T]}.'
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -60,9 +65,10 @@ class JobOut(BaseModel):
         """From an ORM job, or a row of service.store.queue.inspect.JOB_STATUS (any driver's:
         columns as attributes, a status as the enum or its value). `fleet`, the live
         workers, is needed only for a queued job: it says whether one can run it."""
-        waiting = None
+        # What the job's worker said it waits for (the store); stale once the job ended.
+        waiting = None if JobStatus(job.status).is_terminal else job.waiting
         if fleet is not None and job.status == JobStatus.queued:
-            waiting = fleet.why_waiting(job.cuda_devices_needed)
+            waiting = fleet.why_waiting(job.cuda_devices_needed) or waiting
         return cls(
             id=job.id,
             status=job.status,
@@ -79,6 +85,38 @@ class JobOut(BaseModel):
             started_at=as_utc(job.started_at),
             finished_at=as_utc(job.finished_at),
         )
+
+
+class CancelOut(JobOut):
+    """The answer to POST /v1/jobs/{id}/cancel: the job, and what the cancel does to it."""
+
+    outcome: str = Field(
+        description="What happens next, in one sentence starting with `cancelled:` (the job "
+        "was queued and has ended) or `stopping:` (it is running: its worker sees the cancel "
+        "within about COUNTERWEIGHT_HEARTBEAT_SECONDS and ends it `cancelled`). A cancel wins "
+        "until the job's success is recorded, so a job whose training has already ended "
+        "ends `cancelled` too, its model not served (DESIGN.md section 2)."
+    )
+
+    @classmethod
+    def of_cancel(cls, job: Job, heartbeat_seconds: float) -> CancelOut:
+        return cls(**JobOut.of(job).model_dump(), outcome=cancel_outcome(job, heartbeat_seconds))
+
+
+def cancel_outcome(job: Job, heartbeat_seconds: float) -> str:
+    if job.status == JobStatus.cancelled:
+        return "cancelled: the job had not started; it ended at once"
+    if job.progress and job.progress.get("fraction", 0.0) >= 1.0:
+        return (
+            "stopping: training has ended, but the job's success is not recorded yet; its "
+            "worker records it as cancelled instead (once the evaluation or upload under way "
+            "is done), and its model is not served"
+        )
+    return (
+        f"stopping: the job's worker sees the cancel within about {heartbeat_seconds:g} s "
+        "(its next heartbeat) and stops it; it ends cancelled, keeping its checkpoint. "
+        "Should training end first, the job still ends cancelled, not succeeded"
+    )
 
 
 class JobPage(BaseModel):
@@ -118,6 +156,12 @@ class PredictRequest(BaseModel):
         description="Each input: nested lists in the model card's `input_shape` (float32; "
         "images in [0, 1]), or for image models a base64 string of PNG or JPEG bytes of "
         "exactly the card's height x width."
+    )
+    priors: list[float] | None = Field(
+        None,
+        description="The classes' shares where the model is used, one per class (> 0, any "
+        "scale): the decision becomes the most probable class under them (the posterior "
+        "re-weighted from the training prior), in place of the job's tuned decision.",
     )
 
 

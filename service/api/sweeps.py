@@ -9,6 +9,11 @@ deviation over them.
 Every combination is validated (the spec, then the data, as POST /v1/jobs does) before
 any job is queued, and all jobs are queued in the caller's one transaction: a sweep is
 queued whole or not at all.
+
+Each job stores its spec whole, so an inline sample_weight in the base is stored once per
+job: the jobs' inline weights together are held to one job's cap
+(COUNTERWEIGHT_MAX_INLINE_WEIGHTS), checked before any combination is validated. Weights
+uploaded with the dataset ("from_dataset") are stored once, whatever the sweep's size.
 """
 
 from __future__ import annotations
@@ -105,6 +110,34 @@ def expand(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[Combination
             _with_value(spec, path, value)
         combinations.append(Combination(dict(zip(grid, values, strict=True)), spec))
     return combinations
+
+
+def _inline_weights(sample_weight: Any) -> int:
+    """How many values an inline sample_weight holds, (N,) or (N, T); 0 for any other."""
+    if not isinstance(sample_weight, list):
+        return 0
+    return sum(len(row) if isinstance(row, list) else 1 for row in sample_weight)
+
+
+def check_inline_weights(base: dict[str, Any], grid: dict[str, list[Any]], cap: int) -> None:
+    """Refuse a sweep whose jobs would store more than `cap` inline sample weights between
+    them (see the module docstring). Counted on the base and the grid, before the grid is
+    expanded (a copy of the base a job) or any combination validated."""
+    check_grid(grid)
+    jobs = math.prod(len(values) for values in grid.values())
+    if "sample_weight" in grid:  # each value is in jobs / len(values) of the jobs
+        values = grid["sample_weight"]
+        total = sum(_inline_weights(value) for value in values) * (jobs // len(values))
+    else:
+        total = _inline_weights(base.get("sample_weight")) * jobs
+    if jobs > 1 and total > cap:  # one job over the cap: admission says so
+        raise LimitExceeded(
+            f"sample_weight: the sweep's {jobs} jobs would store {total:,} "
+            f"inline weights between them (each job keeps its own copy), more than this "
+            f"service allows ({cap:,}, COUNTERWEIGHT_MAX_INLINE_WEIGHTS, counted over a "
+            "sweep's jobs together); put the weights in the uploaded dataset as its "
+            'sample_weight array and send "from_dataset": they are then stored once'
+        )
 
 
 # Checks a spec against its data (and the caller's rights and limits), raising DatasetError,

@@ -23,6 +23,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from counterweight.service.api.storage_calls import StorageCalls
 from counterweight.service.data.uploads import inspect_npz, new_upload_file, upload_key, upload_path
 from counterweight.service.errors import DatasetError, StorageError, UploadTooLarge
 from counterweight.service.settings import Settings
@@ -178,12 +179,16 @@ def cannot_store(exc: OSError) -> StorageError:
 
 
 def store_upload(
-    received: Received, sessions: sessionmaker[Session], settings: Settings, tenant: str
+    received: Received,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    tenant: str,
+    calls: StorageCalls,
 ) -> Dataset:
-    summary = inspect_npz(received.path, settings.max_upload_array_bytes)
+    summary = inspect_npz(received.path, settings.max_upload_array_bytes, settings.max_vocabulary)
     storage = storage_for(settings)
     with (
-        published(received.path, settings.home, storage) as dataset_id,
+        published(received.path, settings.home, storage, calls) as dataset_id,
         transaction(sessions) as session,
     ):
         return add_dataset(
@@ -192,17 +197,20 @@ def store_upload(
 
 
 @contextmanager
-def published(temp: Path, home: Path, storage: Storage) -> Iterator[str]:
+def published(temp: Path, home: Path, storage: Storage, calls: StorageCalls) -> Iterator[str]:
     """Move a checked temp file into place under a new id and into the artifact store
     (workers on other hosts read it there); remove it again if the block fails (e.g.
-    the row's commit), so that no file exists without its row."""
+    the row's commit), so that no file exists without its row. The store is written
+    through `calls`, and waited for until it answers (an upload stored after a 503
+    would be a file without a row)."""
     dataset_id = uuid.uuid4().hex
     final = upload_path(home, dataset_id)
     try:
         try:
             os.replace(temp, final)
             # Stored for good before the row commits: on disk (local) or in the bucket.
-            storage.upload(upload_key(dataset_id), final)
+            what = "file: storing the upload in the artifact store"
+            calls.run(what, storage.upload, upload_key(dataset_id), final, until_done=True)
         except OSError as exc:
             raise cannot_store(exc) from exc
         yield dataset_id

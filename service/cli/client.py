@@ -2,7 +2,10 @@
 cancel, sweep and datasets, built on counterweight_client.
 
 Human-readable output on stdout, the progress bar on stderr; `--json` prints only JSON
-on stdout. An error prints the server's message on stderr and exits 1.
+on stdout (`--wait` makes it two JSON lines: what was created, at once, then the end).
+An error prints the server's message on stderr and exits 1; a file that cannot be used
+says why on stderr and exits 2. Ctrl-C exits 130, saying what goes on on the server
+(a job or sweep keeps running) and how to follow or cancel it.
 """
 
 from __future__ import annotations
@@ -12,116 +15,146 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from counterweight_client import Client, CounterweightError, Job, JobEvent
-from counterweight_client._core import DEFAULT_URL
+from counterweight.service.cli import INTERRUPTED
+from counterweight.service.cli.display import (
+    ProgressBar,
+    emit_json,
+    emit_json_line,
+    job_line,
+    metrics_table,
+    output,
+)
+from counterweight_client import Client, CounterweightError, Sweep
+from counterweight_client._core import DEFAULT_URL, resolve_base_url
 
 SWEEP_POLL_SECONDS = 2.0
 Command = Callable[[Client, argparse.Namespace], int]
 
 
-def _emit_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
+class BadFile(Exception):
+    """A file given on the command line that cannot be used: `error: ...`, exit 2."""
 
 
-def _output(args: argparse.Namespace, value: Any, text: str) -> None:
-    """`value` as JSON with --json, else the readable `text`."""
-    if args.json:
-        _emit_json(value)
-    else:
-        print(text)
+class Interrupted(Exception):
+    """Ctrl-C; the message says what goes on on the server and how to reach it."""
 
 
-class ProgressBar:
-    """A tqdm bar over the job's epochs, fed by `Client.wait`'s events."""
-
-    def __init__(self) -> None:
-        self.bar = tqdm(
-            total=1.0, file=sys.stderr, bar_format="{desc} |{bar}| {percentage:3.0f}% {postfix}"
-        )
-        self.bar.set_description_str("queued")
-
-    def __call__(self, event: JobEvent) -> None:
-        if event.type == "status":
-            self.bar.set_description_str(str(event.data.get("status")))
-        elif event.type == "progress":
-            self._show(event.data)
-
-    def _show(self, progress: dict[str, Any]) -> None:
-        metrics = progress.get("metrics") or {}
-        parts = [f"epoch {progress.get('epoch', 0)}/{progress.get('epochs', '?')}"]
-        if "train_loss" in metrics:
-            parts.append(f"loss {metrics['train_loss']:.4f}")
-        if "val_balanced_accuracy" in metrics:
-            parts.append(f"val bal acc {metrics['val_balanced_accuracy']:.3f}")
-        eta = progress.get("eta_seconds")
-        if eta is not None:
-            parts.append(f"ETA {eta:.0f}s")
-        self.bar.set_description_str("running")
-        self.bar.set_postfix_str(", ".join(parts))
-        self.bar.n = round(float(progress.get("fraction", 0.0)), 4)
-        self.bar.refresh()
-
-    def finish(self, job: Job) -> None:
-        if job.progress is not None:
-            self._show(job.raw["progress"])
-        self.bar.set_description_str(job.status)
-        self.bar.close()
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "true or false"}
 
 
-def metrics_table(metrics: dict[str, Any]) -> str:
-    """Per-class precision, recall, F1 and support, then the summary metrics."""
-    final = metrics["final"]
-    rows = [("class", "name", "precision", "recall", "f1", "support")]
-    for row in final.get("per_class", []):
-        rows.append(
-            (
-                str(row["class"]),
-                str(row.get("name", "")),
-                f"{row['precision']:.3f}",
-                f"{row['recall']:.3f}",
-                f"{row['f1']:.3f}",
-                str(row["support"]),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
-    summary = [
-        ("accuracy", final.get("accuracy")),
-        ("balanced accuracy", final.get("balanced_accuracy")),
-        ("macro F1", final.get("macro_f1")),
-        ("G-mean", final.get("g_mean")),
-        ("PR-AUC (minority)", final.get("pr_auc_minority")),
-    ]
-    lines.append("")
-    lines += [f"{name:<18} {value:.4f}" for name, value in summary if value is not None]
-    if "selected_epoch" in metrics:
-        lines.append(f"{'selected epoch':<18} {metrics['selected_epoch']}")
-    return "\n".join(line.rstrip() for line in lines)
+def _kind(value: Any) -> str:
+    return "null" if value is None else _JSON_KINDS.get(type(value), "a number")
 
 
-def _job_line(job: Job) -> str:
-    line = f"{job.id}  {job.status}  attempt {job.attempt}/{job.max_attempts}"
-    if job.progress is not None:
-        line += f"  epoch {job.progress.epoch}/{job.progress.epochs}"
-    line += f"\nwaiting: {job.waiting}" if job.waiting else ""
-    return line + (f"\nerror: {job.error}" if job.error else "")
+def read_json(path: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:  # missing, a directory, no permission
+        raise BadFile(f"{path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise BadFile(f"{path}: not a JSON file (not UTF-8 text)") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        raise BadFile(f"{path}: not valid JSON: {error.msg} at {where}") from None
 
 
-def _wait_and_report(client: Client, job_id: str, as_json: bool) -> int:
-    """Wait (with a bar unless --json), then the final metrics; 1 if the job did not succeed."""
-    bar = None if as_json else ProgressBar()
-    job = client.wait(job_id, on_progress=bar)
+def readable(path: str) -> str:
+    """`path`, once it is known to be a file this process can read."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise BadFile(f"{path}: {error.strerror or error}") from None
+    return path
+
+
+def read_job_spec(path: str) -> dict[str, Any]:
+    spec = read_json(path)
+    if not isinstance(spec, dict):
+        raise BadFile(f"{path}: a job spec is a JSON object {{...}}, not {_kind(spec)}")
+    return spec
+
+
+SWEEP_FILE = '{"base": {job spec}, "grid": {"dotted.path": [values, ...]}}'
+
+
+def read_sweep(path: str) -> tuple[dict[str, Any], dict[str, Sequence[Any]]]:
+    """The base spec and grid of a sweep file, checked enough to send."""
+    body = read_json(path)
+    if not isinstance(body, dict):
+        raise BadFile(f"{path}: a sweep is a JSON object {SWEEP_FILE}, not {_kind(body)}")
+    unknown = sorted(set(body) - {"base", "grid"})
+    if unknown:
+        raise BadFile(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; {SWEEP_FILE}")
+    for key in ("base", "grid"):
+        if key not in body:
+            raise BadFile(f'{path}: no "{key}"; a sweep is {SWEEP_FILE}')
+        if not isinstance(body[key], dict):
+            raise BadFile(f'{path}: "{key}" is {_kind(body[key])}; expected an object')
+    for field, values in body["grid"].items():
+        if not isinstance(values, list):
+            raise BadFile(f'{path}: grid["{field}"] is {_kind(values)}; expected an array')
+    return body["base"], body["grid"]
+
+
+def _url_option(args: argparse.Namespace) -> str:
+    """` --url URL` when the command was pointed elsewhere than the default, so that a
+    suggested command reaches the same server."""
+    url = args.url.rstrip("/")
+    return "" if url == resolve_base_url(None) else f" --url {url}"
+
+
+@contextmanager
+def job_goes_on(job_id: str, args: argparse.Namespace) -> Iterator[None]:
+    """Ctrl-C in here ends the command, not the job: say so, and how to reach it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        url = _url_option(args)
+        raise Interrupted(
+            f"interrupted: job {job_id} goes on on the server (Ctrl-C stopped only this "
+            f"command)\nfollow it: counterweight wait {job_id}{url}\n"
+            f"cancel it: counterweight cancel {job_id}{url}"
+        ) from None
+
+
+@contextmanager
+def maybe_created(what: str) -> Iterator[None]:
+    """Ctrl-C before the server answered a create: it may have been created or not."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted before the server answered: the {what} may have been created; "
+            "GET /v1/jobs lists the jobs"
+        ) from None
+
+
+def _wait_and_report(
+    client: Client, job_id: str, args: argparse.Namespace, emit: Callable[[Any], None]
+) -> int:
+    """Wait (with a bar unless --json), then the final metrics (with --json, `emit`s
+    {"job", "metrics"}); 1 if the job did not succeed. Ctrl-C: Interrupted."""
+    with job_goes_on(job_id, args):
+        bar = None if args.json else ProgressBar()
+        try:
+            job = client.wait(job_id, on_progress=bar)
+        except BaseException:  # Ctrl-C, a lost server: the message goes below the bar
+            if bar is not None:
+                bar.close()
+            raise
     if bar is not None:
         bar.finish(job)
     metrics = client.metrics(job_id) if job.status == "succeeded" else None
-    if as_json:
-        _emit_json({"job": job.raw, "metrics": metrics})
+    if args.json:
+        emit({"job": job.raw, "metrics": metrics})
     elif metrics is not None:
         print(metrics_table(metrics))
     if job.status != "succeeded":
@@ -131,69 +164,95 @@ def _wait_and_report(client: Client, job_id: str, as_json: bool) -> int:
 
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
-    job = client.submit(json.loads(Path(args.spec).read_text()))
-    if not args.json:
-        print(job.id, flush=True)
-    if args.wait:
-        return _wait_and_report(client, job.id, args.json)
+    spec = read_job_spec(args.spec)
+    with maybe_created("job"):
+        job = client.submit(spec)
+    with job_goes_on(job.id, args):
+        # Out before the wait: Ctrl-C must not lose the job's id, with --json too.
+        if not args.json:
+            print(job.id, flush=True)
+        elif args.wait:
+            emit_json_line(job.raw)
+        if args.wait:
+            return _wait_and_report(client, job.id, args, emit_json_line)
     if args.json:
-        _emit_json(job.raw)
+        emit_json(job.raw)
     return 0
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     job = client.get(args.id)
-    _output(args, job.raw, _job_line(job))
+    output(args, job.raw, job_line(job))
     return 0
 
 
 def cmd_wait(client: Client, args: argparse.Namespace) -> int:
-    return _wait_and_report(client, args.id, args.json)
+    return _wait_and_report(client, args.id, args, emit_json)
 
 
 def cmd_metrics(client: Client, args: argparse.Namespace) -> int:
     metrics = client.metrics(args.id)
-    _output(args, metrics, metrics_table(metrics))
+    output(args, metrics, metrics_table(metrics))
     return 0
 
 
 def cmd_download(client: Client, args: argparse.Namespace) -> int:
     path = client.download_model(args.id, args.output or f"{args.id}.safetensors")
-    _output(args, {"path": str(path)}, str(path))
+    output(args, {"path": str(path)}, str(path))
     return 0
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     job = client.cancel(args.id)
-    _output(args, job.raw, _job_line(job))
+    outcome = job.raw.get("outcome")  # what the cancel does (DESIGN.md section 2)
+    output(args, job.raw, job_line(job) + (f"\n{outcome}" if outcome else ""))
     return 0
 
 
 def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
-    body = json.loads(Path(args.spec).read_text())
-    sweep = client.sweep(body["base"], body["grid"])
-    if not args.json:
-        print(f"{sweep.id}  {len(sweep.job_ids)} jobs", flush=True)
-    while args.wait and not sweep.done:
-        time.sleep(SWEEP_POLL_SECONDS)
-        sweep = client.get_sweep(sweep.id)
+    base, grid = read_sweep(args.spec)
+    with maybe_created("sweep"):
+        sweep = client.sweep(base, grid)
+    if not args.wait:
+        output(args, sweep.raw, f"{sweep.id}  {len(sweep.job_ids)} jobs")
+        return 0
+    try:
+        # Out before the wait, as for a job: Ctrl-C must not lose the sweep's id.
+        if args.json:
+            emit_json_line(sweep.raw)
+        else:
+            print(f"{sweep.id}  {len(sweep.job_ids)} jobs", flush=True)
+        while not sweep.done:
+            time.sleep(SWEEP_POLL_SECONDS)
+            sweep = client.get_sweep(sweep.id)
+    except KeyboardInterrupt:
+        raise Interrupted(_sweep_goes_on(sweep, args)) from None
     if args.json:
-        _emit_json(sweep.raw)
-    elif args.wait:
-        print(f"sweep {sweep.id} {sweep.status}")
-        for row in sweep.table:
-            print(json.dumps(row))
+        emit_json_line(sweep.raw)
+        return 0
+    print(f"sweep {sweep.id} {sweep.status}")
+    for row in sweep.table:
+        print(json.dumps(row))
     return 0
+
+
+def _sweep_goes_on(sweep: Sweep, args: argparse.Namespace) -> str:
+    ended = sweep.raw.get("progress", {}).get("ended", "?")
+    return (
+        f"interrupted: sweep {sweep.id} goes on on the server ({ended} of "
+        f"{len(sweep.job_ids)} jobs ended when last read); its jobs: {' '.join(sweep.job_ids)}"
+        f"\ncancel one: counterweight cancel JOB_ID{_url_option(args)}"
+    )
 
 
 def cmd_datasets(client: Client, args: argparse.Namespace) -> int:
     if args.datasets_command == "upload":
-        uploaded = client.upload_dataset(args.file)
-        _output(args, uploaded, uploaded["id"])
+        uploaded = client.upload_dataset(readable(args.file))
+        output(args, uploaded, uploaded["id"])
         return 0
     datasets = client.datasets()
     if args.json:
-        _emit_json(datasets)
+        emit_json(datasets)
         return 0
     for row in datasets:
         available = "available" if row.get("available") else "missing"
@@ -210,10 +269,18 @@ def _run(command: Command) -> Callable[[argparse.Namespace], int]:
             status = f" {error.status}" if error.status is not None else ""
             print(f"error{status}: {error.detail}", file=sys.stderr)
             return 1
-        except (OSError, json.JSONDecodeError) as error:
-            # A spec file that is missing or not JSON: say so, without a traceback.
+        except BadFile as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except OSError as error:  # e.g. the model download cannot write its file
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except Interrupted as interrupted:
+            print(interrupted, file=sys.stderr)
+            return INTERRUPTED
+        except KeyboardInterrupt:  # a command that left nothing going on
+            print("interrupted", file=sys.stderr)
+            return INTERRUPTED
 
     return run
 

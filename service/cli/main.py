@@ -13,11 +13,17 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from counterweight.service.cli import client, keys
+from counterweight.service.cli import INTERRUPTED
 from counterweight.service.errors import DatabaseUnavailable
 from counterweight.service.logs import configure_logging
-from counterweight.service.settings import Settings
+
+if TYPE_CHECKING:
+    from counterweight.service.settings import Settings
+
+# Everything else is imported where used, inside main(): a Ctrl-C during those imports
+# (they take a while) then exits quietly, as one later does.
 
 # The worker is a program of its own (workers/__main__.py): it needs torch, which nothing
 # else here loads, and nothing in service/ imports the worker's code.
@@ -25,6 +31,8 @@ WORKER_MODULE = "counterweight.workers"
 
 
 def _settings() -> Settings:
+    from counterweight.service.settings import Settings
+
     return Settings()
 
 
@@ -50,7 +58,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The API plus N workers as child processes; Ctrl-C or SIGTERM stops them all."""
+    """The API plus N workers as child processes; Ctrl-C or SIGTERM stops them all (the
+    workers checkpoint and re-queue their jobs first); a second Ctrl-C kills them."""
+    from counterweight.service.cli import keys
     from counterweight.service.store.engine import upgrade
 
     settings = _settings()
@@ -89,10 +99,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+    try:
+        for child in children:
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, not after the checkpoints
+        for child in children:
             child.kill()
     return 0
 
@@ -100,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from counterweight.service.cli import keys
     from counterweight.service.store.engine import upgrade
 
     settings = _settings()
@@ -137,6 +152,8 @@ def shared_metrics_dir(processes: int) -> Iterator[None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from counterweight.service.cli import client, keys
+
     parser = argparse.ArgumentParser(prog="counterweight", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -169,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while starting up (a running server stops on it by itself, and the
+        # client commands say what goes on): quietly, with the shell's code for it.
+        return INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         configure_logging()  # COUNTERWEIGHT_LOG_LEVEL, COUNTERWEIGHT_LOG_FORMAT (text | json)
     except ValueError as exc:

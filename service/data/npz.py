@@ -187,20 +187,26 @@ def check_names_header(header: ArrayHeader, field: str, what: str, example: str)
         )
 
 
-def check_names(array: np.ndarray, field: str, what: str) -> list[str]:
-    """A names array (class_names, tag_names): distinct, non-empty, 2..MAX_CLASSES."""
+def check_names(array: np.ndarray, field: str, what: str, most: int = MAX_CLASSES) -> list[str]:
+    """A names array (class_names, tag_names): distinct, non-empty, 2..`most` of them."""
     names = [str(name) for name in array]
+    first_of: dict[str, int] = {}
+    faults = []  # by index, not the name: a name may be as long as the file allows
     for index, name in enumerate(names):
         if "\x00" in name or not _encodable(name):
             raise DatasetError(
                 f"{field}[{index}] holds a NUL character or a lone surrogate; names must be "
                 "plain text"
             )
-    distinct = len(set(names) - {""})
-    if distinct != len(names) or not 2 <= distinct <= MAX_CLASSES:
+        first = first_of.setdefault(name, index)
+        if name == "":
+            faults.append(f"{field}[{index}] is empty")
+        elif first != index:
+            faults.append(f"{field}[{index}] repeats {field}[{first}]")
+    if faults or not 2 <= len(names) <= most:
         raise DatasetError(
             f"{field} has {len(names)} names; expected one distinct, non-empty name "
-            f"per {what}, 2 to {MAX_CLASSES} of them"
+            f"per {what}, 2 to {most} of them" + (f" ({faults[0]})" if faults else "")
         )
     return names
 

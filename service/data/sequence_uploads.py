@@ -4,12 +4,16 @@ An upload is read as sequences when its y_train is 2-D (one tag per timestep), o
 when it holds an array only sequences have (chars_train, chars_test, tag_names):
 
 - x_train (N, T), x_test (M, T'): integer word ids, 0 = padding. Padding comes after
-  a sentence's words, and every sentence has at least one word.
+  a sentence's words, and every sentence has at least one word. The tagger's word
+  embeddings have a row per id up to the largest, so ids are capped
+  (COUNTERWEIGHT_MAX_VOCABULARY), and character ids at MAX_CHAR_ID.
 - y_train (N, T), y_test (M, T'): integer tag ids 0..k-1 at the words; the values at
   padding steps are never read (0 or -100 alike).
 - chars_train (N, T, C), chars_test (M, T', C'): optional, both or neither: character
   ids of each word, 0 = padding.
-- sample_weight: optional, (N,) one weight per sentence or (N, T) one per step.
+- sample_weight: optional, (N,) one weight per sentence or (N, T) one per step. As
+  with tags, the values at padding steps are never read (padding weighs 0), so any
+  number may fill them; at the words they must be finite and >= 0.
 - tag_names: optional 1-D strings, one per tag; else k is the largest tag + 1.
 
 The same rules as every upload hold (service.data.npz): opened without unpickling,
@@ -38,7 +42,7 @@ REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL = ("chars_train", "chars_test", "sample_weight", "tag_names")
 ONLY_SEQUENCES = ("chars_train", "chars_test", "tag_names")
 # Embedding tables are sized by the largest id: a stray huge id must not make them huge.
-MAX_WORD_ID = 2_000_000
+# Word ids are capped by a setting (max_vocabulary); characters by Unicode's basic plane.
 MAX_CHAR_ID = 65_535
 MAX_TAGS = 1_000
 
@@ -50,9 +54,12 @@ def is_sequence_upload(archive: np.lib.npyio.NpzFile) -> bool:
     return "y_train" in archive.files and len(read_header(archive, "y_train").shape) == 2
 
 
-def inspect_sequences(archive: np.lib.npyio.NpzFile, max_array_bytes: int) -> UploadSummary:
-    """Check a sequence upload; raises DatasetError naming the array and its shape, or
-    UploadTooLarge if the arrays would expand past `max_array_bytes`."""
+def inspect_sequences(
+    archive: np.lib.npyio.NpzFile, max_array_bytes: int, max_vocabulary: int
+) -> UploadSummary:
+    """Check a sequence upload; raises DatasetError naming the array and its shape (or a
+    word id of `max_vocabulary` or more), or UploadTooLarge if the arrays would expand past
+    `max_array_bytes`."""
     keys = _keys(archive)
     headers = {key: read_header(archive, key) for key in keys}
     _check_shapes(headers)
@@ -60,26 +67,19 @@ def inspect_sequences(archive: np.lib.npyio.NpzFile, max_array_bytes: int) -> Up
     tag_names = None
     if "tag_names" in headers:
         check_names_header(headers["tag_names"], "tag_names", "tag", "['O', 'B-PER', 'I-PER']")
-        tag_names = check_names(read_array(archive, "tag_names"), "tag_names", "tag")
-        if len(tag_names) > MAX_TAGS:
-            raise DatasetError(f"tag_names has {len(tag_names)} names; at most {MAX_TAGS} tags")
+        tag_names = check_names(read_array(archive, "tag_names"), "tag_names", "tag", MAX_TAGS)
     tags = {}
     for split in ("train", "test"):
         words = read_array(archive, f"x_{split}")
-        _check_words(f"x_{split}", words)
+        _check_words(f"x_{split}", words, max_vocabulary)
         if f"chars_{split}" in headers:
-            _check_ids(f"chars_{split}", read_array(archive, f"chars_{split}"), MAX_CHAR_ID)
+            chars = read_array(archive, f"chars_{split}")
+            _check_ids(f"chars_{split}", chars, MAX_CHAR_ID, "character ids")
         tags[split] = np.ma.masked_array(read_array(archive, f"y_{split}"), mask=words == 0)
     k = _num_tags(tags, tag_names)
     if "sample_weight" in headers:
-        weights = read_array(archive, "sample_weight")
-        bad = not_float32(weights) | (weights < 0)
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise DatasetError(
-                f"sample_weight has {int(bad.sum())} negative or non-finite values, the first "
-                f"at {list(first)}; weights must be finite (in float32) and >= 0"
-            )
+        padding = np.ma.getmaskarray(tags["train"])
+        _check_sample_weight(read_array(archive, "sample_weight"), padding)
     return UploadSummary(
         kind=DatasetKind.sequences,
         shapes={key: list(header.shape) for key, header in headers.items()},
@@ -135,18 +135,37 @@ def _check_shapes(headers: dict[str, ArrayHeader]) -> None:
             raise DatasetError(f"sample_weight has dtype {weights.dtype}; expected numbers")
 
 
-def _check_ids(name: str, ids: np.ndarray, largest: int) -> None:
+def _check_sample_weight(weights: np.ndarray, padding: np.ndarray) -> None:
+    """Finite (in float32) and >= 0 where read: every sentence's weight (N,), or the
+    weights at the words (N, T); padding steps weigh 0 whatever they hold."""
+    bad = not_float32(weights) | (weights < 0)
+    if weights.ndim == 2:
+        bad &= ~padding
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DatasetError(
+            f"sample_weight has {int(bad.sum())} negative or non-finite values, the first "
+            f"at {list(first)}; weights must be finite (in float32) and >= 0 (at padding "
+            "steps, which weigh 0, any number is accepted)"
+        )
+
+
+def _check_ids(name: str, ids: np.ndarray, largest: int, what: str, why: str = "") -> None:
     bad = np.argwhere((ids < 0) | (ids > largest))
     if bad.size:
         where = tuple(int(i) for i in bad[0])
         raise DatasetError(
-            f"{name} has id {int(ids[where])} at {list(where)}; ids must be 0..{largest} "
-            "(0 = padding)"
+            f"{name} has id {int(ids[where])} at {list(where)}; {what} must be 0..{largest} "
+            f"(0 = padding){why}"
         )
 
 
-def _check_words(name: str, words: np.ndarray) -> None:
-    _check_ids(name, words, MAX_WORD_ID)
+def _check_words(name: str, words: np.ndarray, max_vocabulary: int) -> None:
+    why = (
+        f": the word embeddings have a row per id, and this service takes at most "
+        f"{max_vocabulary} of them (COUNTERWEIGHT_MAX_VOCABULARY)"
+    )
+    _check_ids(name, words, max_vocabulary - 1, "word ids", why)
     real = words != 0
     empty = np.flatnonzero(~real.any(axis=1))
     if empty.size:

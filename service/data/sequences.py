@@ -9,7 +9,8 @@ the same code the worker trains with. The upload's layout: service.data.sequence
   profile applies (whole sentences hold many tags), and the test split is kept whole.
 - `sample_weight` (inline, or an upload's with "from_dataset") is (N,), one weight
   per stored training sentence, broadcast to every step of it, or (N, T), one per
-  step. Padding steps weigh 0 whatever was given for them.
+  step. Padding steps weigh 0 whatever was given for them: their values are never read
+  (nor checked), as their tags are not.
 - Tags at padding steps are stored as 0 here, so that they index any per-tag table;
   the padding mask (word id 0) is what keeps them out of every loss and metric.
 """
@@ -142,6 +143,8 @@ def _decode(home: Path, dataset_id: str) -> SequenceUpload:
     names = arrays.get("tag_names")
     k = int(max(train.tokens.max(), test.tokens.max())) + 1
     weights = arrays.get("sample_weight")
+    if weights is not None and weights.ndim == 2:
+        weights = np.where(train.mask, weights, 0)  # padding weighs 0, whatever it holds
     upload = SequenceUpload(
         train=train,
         test=test,
@@ -214,5 +217,8 @@ def _stored_sample_weight(spec: JobSpec, upload: SequenceUpload) -> Floats | Non
             f"{t} steps, so it must have shape ({n},), one weight per sentence, or ({n}, {t}), "
             "one weight per step"
         )
+    if given.ndim == 2:
+        # Padding steps weigh 0 whatever was given there: their values are never read.
+        given = np.where(upload.train.words != 0, given, 0.0)
     weights = checked_sample_weight(given)
     return np.broadcast_to(weights[:, None], (n, t)) if weights.ndim == 1 else weights

@@ -87,13 +87,14 @@ def new_upload_file(home: Path) -> tuple[BinaryIO, Path]:
     return os.fdopen(fd, "wb"), Path(name)
 
 
-def inspect_npz(path: Path, max_array_bytes: int) -> UploadSummary:
+def inspect_npz(path: Path, max_array_bytes: int, max_vocabulary: int) -> UploadSummary:
     """Check an uploaded file against the accepted layouts (sequences: y_train (N, T), see
-    service.data.sequence_uploads). Raises DatasetError naming the array at fault, or
-    UploadTooLarge if its arrays would expand past `max_array_bytes`."""
+    service.data.sequence_uploads, whose word ids must be below `max_vocabulary`). Raises
+    DatasetError naming the array at fault, or UploadTooLarge if its arrays would expand
+    past `max_array_bytes`."""
     with open_npz(path) as archive:
         if is_sequence_upload(archive):
-            return inspect_sequences(archive, max_array_bytes)
+            return inspect_sequences(archive, max_array_bytes, max_vocabulary)
         keys = check_keys(archive, REQUIRED, OPTIONAL, "a classification upload")
         headers = {key: read_header(archive, key) for key in keys}
         kind = _check_layout(headers)

@@ -15,8 +15,15 @@ from typing import Protocol
 
 import numpy as np
 
-from counterweight.service.rebalance.weights import DRW_BETA, TrainingSet, job_weights
+from counterweight.service.rebalance.decision import check_decision
+from counterweight.service.rebalance.weights import (
+    DRW_BETA,
+    TrainingSet,
+    effective_class_weight,
+    job_weights,
+)
 from counterweight.service.spec import REBALANCING_LOSSES, JobSpec, LossSpec
+from counterweight.service.spec_rules import small_validation
 
 FEW_SAMPLES = 10
 # The LossSpec options each loss type reads; `reduction` applies to all of them.
@@ -74,6 +81,51 @@ def _reweighted_twice(spec: JobSpec) -> list[str]:
     ]
 
 
+def _reweighted_twice_in_stage2(spec: JobSpec) -> list[str]:
+    stage2 = spec.train.stage2
+    rebalancing_loss = _rebalancing_loss(spec.loss)
+    ways = [
+        *(["class_weight"] if spec.class_weight is not None else []),
+        *([rebalancing_loss] if rebalancing_loss else []),
+    ]
+    if stage2 is None or stage2.sampler == "none" or not ways:
+        return []
+    return [
+        f"re-weighting twice in stage two: train.stage2.sampler {stage2.sampler!r} and "
+        f"{' and '.join(ways)} each re-balance the classes; set train.stage2.sampler 'none' "
+        "to re-train the head with the loss's re-balancing alone"
+    ]
+
+
+def _schedule_notes(spec: JobSpec, before: list[float], after: list[float]) -> list[str]:
+    """When deferred re-balancing switches on, and what stage two does."""
+    train, notes = spec.train, []
+    if (train.sampler_from_epoch or 1) > 1:
+        notes.append(
+            f"sampler {spec.sampler!r} applies from epoch {train.sampler_from_epoch} on "
+            "(deferred re-sampling); the epochs before it visit every training sample once"
+        )
+    if (train.class_weight_from_epoch or 1) > 1:
+        start, end = ([round(w, 4) for w in ws] for ws in (before, after))
+        notes.append(
+            f"class_weight applies from epoch {train.class_weight_from_epoch} on (deferred "
+            f"re-weighting): the effective class weights switch from {start} to {end}; "
+            "class_weight shows the weights before the switch"
+        )
+    stage2 = train.stage2
+    if stage2 is not None:
+        lr = train.lr if stage2.lr is None else stage2.lr
+        notes.append(
+            f"two stages: after epoch {train.epochs} (or an early stop) the model stage one "
+            "selected keeps its layers, frozen with their batch norm statistics, and its "
+            f"classifier head is re-initialised and trained for {stage2.epochs} epochs "
+            f"(numbered {train.epochs + 1}..{train.epochs + stage2.epochs}) with sampler "
+            f"{stage2.sampler!r} at lr {lr:g} ({stage2.schedule}); the model served is the "
+            f"one stage two selects among its own epochs by {train.select_by}"
+        )
+    return notes
+
+
 def _grows_with_frequency(train: list[int], weight: list[float], names: list[str]) -> list[str]:
     """The majority class has the largest effective weight: frequencies used as weights."""
     majority = int(np.argmax(train))
@@ -102,6 +154,7 @@ def plan(spec: JobSpec, splits: PlannedSplits) -> Plan:
     them; raises DatasetError for what cannot run. For sequence labeling the classes are
     the tags and the counts are words (never padding)."""
     weights = job_weights(spec, splits)
+    check_decision(spec.decision, len(splits.class_names))
     samples = "words" if spec.task == "sequence_labeling" else "samples"
     names = splits.class_names
     counts = splits.counts
@@ -117,9 +170,17 @@ def plan(spec: JobSpec, splits: PlannedSplits) -> Plan:
         for c in weights.class_weight.left_out
     ]
     warnings += weights.class_weight.warnings
-    warnings += _grows_with_frequency(train, weights.effective, names)
+    # The weights once every deferred re-weighting has switched on (the check is about them).
+    after = effective_class_weight(
+        weights.class_weight.values, weights.loss, splits.train_labels, splits.train_sample_weight
+    )
+    warnings += _grows_with_frequency(train, after, names)
     warnings += _reweighted_twice(spec)
+    warnings += _reweighted_twice_in_stage2(spec)
     warnings += _ignored_loss_options(spec.loss)
+    if spec.train.select_by != "last":
+        small = small_validation(counts["val"], names)
+        warnings += [f"train.select_by: {small}"] if small else []
     notes = []
     if weights.loss.drw_class_weight is not None:
         drw = [round(float(w), 4) for w in weights.loss.drw_class_weight]
@@ -128,4 +189,5 @@ def plan(spec: JobSpec, splits: PlannedSplits) -> Plan:
             f"re-weighting): its class weights switch from 1 to {drw} (effective number, "
             f"beta {DRW_BETA}); class_weight shows the weights before the switch"
         )
+    notes += _schedule_notes(spec, weights.effective, after)
     return Plan(names, counts, weights.effective, warnings, notes)

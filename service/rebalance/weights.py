@@ -229,7 +229,7 @@ class JobWeights:
     class_weight: ClassWeights
     loss: LossTerms
     per_sample: Floats  # w_i = class_weight[y_i] * sample_weight_i, aligned with y_train
-    effective: list[float]  # per class; see effective_class_weight
+    effective: list[float]  # per class as training starts; see effective_class_weight
 
 
 def effective_class_weight(
@@ -275,4 +275,8 @@ def job_weights(spec: JobSpec, splits: TrainingSet) -> JobWeights:
             f"class_weight x sample_weight (x the loss's own class weights) overflows float32 "
             f"at {where}; scale the weights down (only their ratios matter to weighted_mean)"
         )
+    if (spec.train.class_weight_from_epoch or 1) > 1:
+        # Deferred re-weighting: as training starts every class weighs 1 (plan notes when
+        # class_weight switches on).
+        effective = effective_class_weight([1.0] * len(counts), terms, y, sample_weight)
     return JobWeights(class_weight, terms, per_sample.astype(np.float32), effective)

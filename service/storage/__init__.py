@@ -28,6 +28,9 @@ def storage_for(settings: Settings) -> Storage:
         settings.s3_region or None,
         settings.s3_access_key_id or None,
         (secret.get_secret_value() if secret else None) or None,
+        settings.s3_connect_timeout_seconds,
+        settings.s3_read_timeout_seconds,
+        settings.s3_max_attempts,
     )
 
 
@@ -39,6 +42,9 @@ def _s3(
     region: str | None,
     access_key_id: str | None,
     secret_access_key: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+    max_attempts: int,
 ) -> Storage:
     from counterweight.service.storage.s3 import S3Storage  # boto3 loads only where S3 is used
 
@@ -49,4 +55,7 @@ def _s3(
         region=region,
         access_key_id=access_key_id,
         secret_access_key=secret_access_key,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_attempts=max_attempts,
     )

@@ -33,3 +33,7 @@ class Storage(ABC):
     @abstractmethod
     def download(self, key: str, target: Path) -> bool:
         """Write the file stored under `key` to `target` (atomically); False if there is none."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether a file is stored under `key` (a cheap check: nothing is read)."""

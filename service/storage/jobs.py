@@ -24,19 +24,26 @@ def fetch(storage: Storage, home: Path, job_id: str, name: str) -> bool:
     return storage.download(key, home / key)
 
 
-def job_file(settings: Settings, job_id: str, name: str) -> Path:
-    """This host's copy of a finished job's file, fetched from the store on first use.
+def local_job_file(settings: Settings, job_id: str, name: str) -> Path | None:
+    """This host's copy of a finished job's file, if it has one: no call to the store.
     A finished job's files never change, so a copy on this host is never stale."""
+    path = settings.home / job_key(job_id, name)
+    return path if path.is_file() else None
+
+
+def job_file(settings: Settings, job_id: str, name: str) -> Path:
+    """This host's copy of a finished job's file, fetched from the store on first use."""
     path = settings.home / job_key(job_id, name)
     if path.is_file() or fetch(storage_for(settings), settings.home, job_id, name):
         return path
     raise ArtifactMissing(f"job {job_id} has no {name} in the artifact store")
 
 
-def plot_file(settings: Settings, job_id: str, name: str, listed: list[str]) -> Path:
-    """The PNG of plot `name` of a job whose metrics list `listed`. Only the known
-    names reach the store; anything else is ArtifactMissing naming what there is."""
+def checked_plot_name(job_id: str, name: str, listed: list[str]) -> str:
+    """The file name (for job_file) of plot `name` of a job whose metrics list `listed`.
+    Only the known names reach the store; anything else is ArtifactMissing naming what
+    there is."""
     if name not in PLOT_NAMES or name not in listed:
         available = ", ".join(listed) or "none"
         raise ArtifactMissing(f"job {job_id} has no plot {name!r}; available plots: {available}")
-    return job_file(settings, job_id, plot_name(name))
+    return plot_name(name)

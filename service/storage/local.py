@@ -4,16 +4,21 @@ root on a shared filesystem (NFS, a cluster file system) serves many hosts.
 
 A stored file is synced to disk, its name too: the database row that points to it
 commits after it (an upload answered 201, a job marked succeeded) and survives a power
-cut, so the file must as well."""
+cut, so the file must as well.
+
+A directory that fails a read or a write (EIO, full, read-only, a stale NFS handle, not
+mounted) is StoreUnavailable: an outage that workers wait out (DESIGN.md section 2)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 from counterweight.service.durable import sync_directory, sync_file
+from counterweight.service.errors import StoreUnavailable
 from counterweight.service.storage.base import Storage, check_key
 
 
@@ -42,18 +47,51 @@ class LocalStorage(Storage):
 
     def upload(self, key: str, source: Path) -> None:
         stored = self.path(key)
-        if _same_file(source, stored):
-            sync_file(stored)  # stored already, but maybe only in the page cache
-        else:
-            copy_atomically(source, stored)
+        source.stat()  # this host's file missing is not the store's fault: raised as is
+        try:
+            if _same_file(source, stored):
+                sync_file(stored)  # stored already, but maybe only in the page cache
+            else:
+                copy_atomically(source, stored)
+        except OSError as exc:
+            raise _unavailable(f"storing {key}", exc) from exc
 
     def download(self, key: str, target: Path) -> bool:
         stored = self.path(key)
-        if not stored.is_file():
-            return False
-        if not _same_file(stored, target):
-            copy_atomically(stored, target)
+        try:
+            if not self._is_stored(stored):
+                return False
+            if not _same_file(stored, target):
+                copy_atomically(stored, target)
+        except OSError as exc:
+            raise _unavailable(f"reading {key}", exc) from exc
         return True
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self._is_stored(self.path(key))
+        except OSError as exc:
+            raise _unavailable(f"looking for {key}", exc) from exc
+
+    def _is_stored(self, stored: Path) -> bool:
+        """Whether the file is there; StoreUnavailable if the directory itself is gone
+        (a shared file system not mounted): not the same as a file that was never stored.
+        Other errors (EIO, a stale NFS handle) are raised, where is_file() would say no."""
+        try:
+            return stat.S_ISREG(stored.stat().st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            if self.root.is_dir():
+                return False
+            raise StoreUnavailable(
+                "the artifact store's directory (COUNTERWEIGHT_STORAGE_DIR) is missing: "
+                "is its file system mounted?"
+            ) from None
+
+
+def _unavailable(doing: str, exc: OSError) -> StoreUnavailable:
+    # strerror, not str(exc): the message may reach an API client, who has no business
+    # with the server's paths (the log has them, from the chained exception).
+    return StoreUnavailable(f"{doing} in the artifact store: {exc.strerror or exc}")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -116,6 +116,9 @@ class Job(Base):
     forgiven_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     progress_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempt_start_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the job waits for, as its worker says (the artifact store unreachable); null
+    # when nothing holds it up. Shown as `waiting` in GET /v1/jobs/{id}.
+    waiting: Mapped[str | None] = mapped_column(Text)
 
     # Who submitted it (service.store.keys); another tenant's key sees a 404 for this job.
     tenant: Mapped[str] = mapped_column(

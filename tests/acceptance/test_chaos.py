@@ -1,7 +1,9 @@
 """The chaos run of bench/chaos.py in short: real workers SIGKILLed while they train,
 the API and the database restarted, and still every job succeeds exactly once; and the
 home's file system failing under clients (bench/chaos_filesystem.py), and still every
-job and upload that was answered 2xx is there once it is repaired."""
+job and upload that was answered 2xx is there once it is repaired; and the artifact
+store refused or hung while jobs are claimed, checkpoint and publish
+(bench/chaos_store.py), and still every job succeeds without spending an attempt on it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from bench.chaos import run_chaos
 from bench.chaos_filesystem import run_filesystem_fault
+from bench.chaos_store import PROBES, run_store_chaos
 from tests.loopfs import can_mount
 
 
@@ -47,3 +50,23 @@ def test_nothing_answered_is_lost_when_the_home_file_system_fails() -> None:
     assert report.server_errors == 0, figures  # a 503 saying why, never a 500
     assert report.answers_during_fault.get("503", 0) > 0, figures
     assert report.ready_during_fault == 503 and report.database_up_during_fault == 0, figures
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "mode"), [("sqlite", "refused"), ("postgres", "hung")])
+def test_no_job_is_lost_and_no_attempt_spent_when_the_artifact_store_fails(
+    backend: str, mode: str
+) -> None:
+    # Two jobs a worker: the last two start after the first outages, so the last
+    # outage still finds one in its final epoch, however fast the machine.
+    report = run_store_chaos(
+        backend, mode=mode, workers=2, jobs=4, epochs=3, outage=8.0, card_clients=16
+    )
+    figures = str(report)
+    assert (report.succeeded, report.lost, report.attempts_spent_on_outages) == (4, 0, 0), figures
+    assert [o["moment"] for o in report.outages] == ["claims", "checkpoints", "results"], figures
+    assert report.outages[0]["jobs_waiting"] == 2, figures  # each worker holds one, waiting
+    assert all(o["recovery_seconds"] is not None for o in report.outages), figures
+    for probe in PROBES:  # health and status never wait for the store
+        latency = report.latency_during_outages[probe]
+        assert latency["failed"] == 0 and latency["slowest_seconds"] < 5.0, figures

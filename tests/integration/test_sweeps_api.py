@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from counterweight.service.api.app import create_app
@@ -107,3 +109,46 @@ def test_unknown_sweep_is_404(client: httpx.Client) -> None:
     response = client.get("/v1/sweeps/nope/plots/compare.png")
     assert response.status_code == 404
     assert "nope" in response.json()["detail"]
+
+
+def upload_npz(client: httpx.Client, arrays: dict[str, Any]) -> str:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    files = {"file": ("data.npz", buffer.getvalue(), "application/octet-stream")}
+    response = client.post("/v1/datasets", files=files)
+    assert response.status_code == 201, response.text
+    dataset_id: str = response.json()["id"]
+    return dataset_id
+
+
+def features(class_names: list[str], per_class: int = 10) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(len(class_names)), per_class)
+    return {
+        "x_train": rng.random((len(y), 4)).astype(np.float32),
+        "y_train": y,
+        "x_test": rng.random((len(y), 4)).astype(np.float32),
+        "y_test": y,
+        "class_names": np.array(class_names),
+    }
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
+def test_the_chart_draws_grid_values_that_look_like_mathtext_as_written(
+    client: httpx.Client,
+) -> None:
+    # Class names are the client's; a class_weight grid keyed by them puts them in the
+    # chart's cell labels. matplotlib read "$\frac{$" as mathtext: every chart was a 500.
+    names = ["$\\frac{$", "$x^2$", "plain"]
+    dataset_id = upload_npz(client, features(names))
+    base = {"dataset": {"name": "uploaded", "id": dataset_id}, "train": {"epochs": 1}}
+    grid = {"class_weight": [{names[0]: 2.0}, {names[1]: 3.0}], "train.seed": [0, 1]}
+    response = client.post("/v1/sweeps", json={"base": base, "grid": grid})
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    assert [row["cell"] for row in sweep["table"]] == [
+        {"class_weight": w} for w in grid["class_weight"]
+    ]
+    plot = client.get(f"/v1/sweeps/{sweep['id']}/plots/compare.png")
+    assert plot.status_code == 200, plot.text
+    assert plot.content.startswith(PNG_SIGNATURE)

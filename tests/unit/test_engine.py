@@ -121,14 +121,26 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) ->
     assert (workdir / MODEL_FILE).read_bytes() == (tmp_path / "reference" / MODEL_FILE).read_bytes()
 
 
+def best_smoothed(values: list[float]) -> int:
+    """The epoch (1-based) whose trailing 3-epoch mean of `values` is highest; the later on
+    a tie (DESIGN.md section 5, "selection")."""
+    means = [float(np.mean(values[max(0, e - 3) : e])) for e in range(1, len(values) + 1)]
+    return max(range(len(means)), key=lambda e: (means[e], e)) + 1
+
+
 def test_select_by_serves_the_best_validation_epoch(tmp_path: Path) -> None:
     # A high learning rate makes validation loss bounce, so the best epoch is not the last.
     spec = make_spec(select_by="val_loss", lr=0.05, epochs=6)
     result = run(spec, tmp_path / "val_loss")
     assert result is not None
     losses = [row["val_loss"] for row in result.metrics["history"]]
-    best = int(np.argmin(losses)) + 1
+    best = best_smoothed([-loss for loss in losses])
     assert result.metrics["selected_epoch"] == best
+    assert result.metrics["selection"] == {
+        "rule": "val_loss",
+        "reason": None,
+        "smoothing_epochs": 3,
+    }
 
     # The served model is that epoch's: a run that stops there and keeps the last
     # epoch (same seed, same batches) scores the same on the test split.
@@ -145,7 +157,8 @@ def test_early_stopping_on_minority_recall(tmp_path: Path) -> None:
     m = result.metrics
     minority = int(np.argmin(m["train_class_counts"]))
     recalls = [row["val"]["per_class_recall"][minority] for row in m["history"]]
-    assert m["selected_epoch"] == int(np.argmax(recalls)) + 1  # the first of the best
+    smoothed = [np.mean(recalls[max(0, e - 3) : e]) for e in range(1, len(recalls) + 1)]
+    assert smoothed[m["selected_epoch"] - 1] == max(smoothed)
     assert len(m["history"]) == m["selected_epoch"] + 2 < 40
     assert m["early_stopped"] is True
 

@@ -7,11 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from counterweight.service.architectures import arch_kwargs, count_parameters
+from counterweight.service.architectures import (
+    arch_kwargs,
+    count_parameters,
+    count_tagger_parameters,
+    tagger_kwargs,
+)
 from counterweight.service.errors import DatasetError
 from counterweight.service.spec import JobSpec, ModelSpec
 from counterweight.workers.training.checkpoint import load_model, save_model
-from counterweight.workers.training.models import ARCHS, build_model
+from counterweight.workers.training.models import ARCHS, BiLSTMTagger, build_model
 from tests.unit.test_engine import run as run_job
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST, CIFAR-10
@@ -71,6 +76,40 @@ def test_the_apis_parameter_count_is_what_torch_counts(
     with torch.device("meta"):  # shapes only: 8 layers of 4096 allocate nothing
         model = build_model(arch, shape, num_classes, **kwargs)
     assert count_parameters(arch, kwargs, shape, num_classes) == n_weights(model)
+
+
+TAGGERS = [
+    # (model fields, word ids, character ids): 0 character ids is a tagger without them.
+    ({}, 100, 0),
+    ({}, 100, 27),
+    ({"embedding_dim": 7, "char_embedding_dim": 3, "width": 5, "depth": 3}, 50_000, 300),
+    ({"embedding_dim": 1024, "width": 4096, "depth": 8}, 2_000_001, 0),  # issue 17, item 4
+    ({"embedding_dim": 1, "char_embedding_dim": 256, "width": 1, "depth": 1}, 2, 65_536),
+]
+
+
+@pytest.mark.parametrize("num_tags", [2, 1000])
+@pytest.mark.parametrize(("fields", "vocab_size", "char_vocab_size"), TAGGERS)
+def test_the_apis_tagger_count_is_what_torch_counts(
+    fields: dict[str, int], vocab_size: int, char_vocab_size: int, num_tags: int
+) -> None:
+    # The tagger too is sized at submit time, its vocabulary included: the embedding
+    # tables have a row per id up to the data's largest.
+    model = ModelSpec.model_validate({"arch": "bilstm_tagger", "width": 100, "depth": 1, **fields})
+    kwargs = tagger_kwargs(model)
+    with torch.device("meta"):  # 5 billion weights allocate nothing here
+        tagger = BiLSTMTagger(vocab_size, num_tags, char_vocab_size=char_vocab_size, **kwargs)
+    count = count_tagger_parameters(kwargs, vocab_size, char_vocab_size, num_tags)
+    assert count == n_weights(tagger)
+
+
+def test_the_tagger_of_issue_17_has_billions_of_weights() -> None:
+    # One word id of 2,000,000 and the largest layers a spec allows: ~5 billion weights,
+    # about 19 GiB in float32 before the optimiser's state.
+    model = ModelSpec.model_validate(
+        {"arch": "bilstm_tagger", "embedding_dim": 1024, "width": 4096, "depth": 8}
+    )
+    assert count_tagger_parameters(tagger_kwargs(model), 2_000_001, 0, 9) > 5_000_000_000
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))

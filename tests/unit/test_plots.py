@@ -11,7 +11,7 @@ from PIL import Image
 from counterweight.service import artifacts
 from counterweight.service.errors import ArtifactMissing
 from counterweight.service.settings import Settings
-from counterweight.service.storage.jobs import plot_file
+from counterweight.service.storage.jobs import checked_plot_name, job_file
 from counterweight.workers.plots import FIGURE_SIZE_PX, recall_figure, render_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -66,11 +66,13 @@ def test_a_plot_name_outside_the_known_set_never_reaches_the_filesystem(tmp_path
     settings = Settings(home=tmp_path)
     job_dir = artifacts.job_dir(settings.artifacts_dir, "abc123")
     render_plots(metrics(), CLASSES, job_dir)
-    found = plot_file(settings, "abc123", "recall", list(artifacts.PLOT_NAMES))
+    found = job_file(
+        settings, "abc123", checked_plot_name("abc123", "recall", list(artifacts.PLOT_NAMES))
+    )
     assert found == artifacts.plots_dir(job_dir) / "recall.png"
     for name in ("../card", "secret", "recall.png"):
         with pytest.raises(ArtifactMissing, match="available plots: curves, recall"):
-            plot_file(settings, "abc123", name, list(artifacts.PLOT_NAMES))
+            checked_plot_name("abc123", name, list(artifacts.PLOT_NAMES))
     # A job whose metrics list no plots (rendering failed) has none to serve.
     with pytest.raises(ArtifactMissing, match="available plots: none"):
-        plot_file(settings, "abc123", "recall", [])
+        checked_plot_name("abc123", "recall", [])

@@ -22,23 +22,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from counterweight.service.architectures import arch_kwargs, augment_enabled
+from counterweight.service.architectures import arch_kwargs, augment_enabled, head_kwargs
 from counterweight.service.data.splits import Splits, load_splits
+from counterweight.service.rebalance.decision import tune_decision
 from counterweight.service.rebalance.weights import job_weights
 from counterweight.service.spec import JobSpec
 from counterweight.workers.training.augment import augment_batch, batch_generator
 from counterweight.workers.training.loop import (
+    HeadRetraining,
     Progress,
     Trainer,
     TrainingResult,
     finish_job,
     run_epochs,
 )
-from counterweight.workers.training.losses import build_loss
-from counterweight.workers.training.metrics import evaluate
-from counterweight.workers.training.models import Classifier, build_model
+from counterweight.workers.training.losses import build_loss, sample_weights
+from counterweight.workers.training.metrics import evaluate, with_test_statistics
+from counterweight.workers.training.models import Classifier, build_model, retrain_head
 from counterweight.workers.training.optim import build_optimizer
-from counterweight.workers.training.sampling import epoch_indices, epoch_length
+from counterweight.workers.training.sampling import (
+    epoch_indices,
+    epoch_length,
+    rebalancing_on,
+    sampler_at,
+)
+from counterweight.workers.training.selection import selection_for, selection_score
 from counterweight.workers.training.tagging import train_tagger
 
 EVAL_BATCH_SIZE = 4096  # inference only: large batches, bounded memory
@@ -56,10 +64,30 @@ def _evaluate(
 ) -> tuple[float, dict[str, Any]]:
     """(mean cross-entropy, metrics). The loss is plain CE, without smoothing or weights,
     so that validation losses compare across loss settings."""
-    logits = _logits(model, x)
+    return _scored(_logits(model, x), y, splits, minority)
+
+
+def _scored(
+    logits: Tensor, y: Tensor, splits: Splits, minority: int
+) -> tuple[float, dict[str, Any]]:
     loss = float(F.cross_entropy(logits, y))
     probs = logits.softmax(dim=1).cpu().numpy()
     return loss, evaluate(y.cpu().numpy(), probs, splits.class_names, minority)
+
+
+def _decision(spec: JobSpec, val_logits: Tensor, splits: Splits, minority: int) -> dict[str, Any]:
+    """The spec's decision rule tuned on the validation split for the selection metric
+    (balanced accuracy when selecting by val_loss or the last epoch)."""
+    select_by = spec.train.select_by
+    metric = "balanced_accuracy" if select_by in ("val_loss", "last") else select_by
+    k = splits.num_classes
+
+    def score(y: np.ndarray, logits: np.ndarray) -> float:
+        return selection_score(y, logits.argmax(axis=1), k, metric, minority)
+
+    logits = val_logits.double().cpu().numpy()
+    decision = tune_decision(spec.decision, logits, splits.y_val, splits.train_class_counts, score)
+    return {**decision, "tuned_for": metric}
 
 
 def _inputs_on(x: np.ndarray, dev: torch.device) -> Tensor:
@@ -100,31 +128,44 @@ def train_job(
     dev = torch.device(device)
     x_train, y_train_cpu = _inputs_on(splits.x_train, dev), torch.from_numpy(splits.y_train)
     x_val, y_val = _inputs_on(splits.x_val, dev), torch.from_numpy(splits.y_val).to(dev)
-    # Per-sample weights w_i = class_weight[y_i] * sample_weight_i (DESIGN.md section 4).
+    # Sample i weighs class_weight[y_i] * sample_weight_i (DESIGN.md section 4). The loss
+    # applies the class weights itself (label smoothing weighs each class's term by that
+    # class's weight, as F.cross_entropy does), so `weight` is the sample weights alone.
     weights = job_weights(spec, splits)
-    weight = torch.from_numpy(weights.per_sample).to(dev)
+    weight = sample_weights(splits.train_sample_weight, len(splits.y_train)).to(dev)
 
+    # The arch's options and its head (LDAM's is the cosine head), as the card records them.
+    model_kwargs = {**arch_kwargs(spec.model), **head_kwargs(spec.loss)}
     # Initialise on the CPU from a private RNG: the same weights on any device, and the
     # worker's global RNG is left alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
-        model = build_model(
-            spec.model.arch, splits.input_shape, splits.num_classes, **arch_kwargs(spec.model)
-        )
+        model = build_model(spec.model.arch, splits.input_shape, splits.num_classes, **model_kwargs)
     model.normalize.fit(x_train)
     model.to(dev)
     x_train, y_train = x_train.to(dev), y_train_cpu.to(dev)
-    loss_fn = build_loss(spec.loss, counts, device=dev)
+    loss_fn = build_loss(spec.loss, counts, device=dev, class_weight=weights.class_weight.values)
+    # Deferred re-weighting (train.class_weight_from_epoch): every class weighs 1 before it.
+    unweighted = build_loss(spec.loss, counts, device=dev)
     augment = augment_enabled(spec, splits.input_shape)
 
     def epoch_order(epoch: int) -> Tensor:
-        return epoch_indices(spec.sampler, y_train_cpu, train.seed, epoch).to(dev)
+        sampler = sampler_at(spec, epoch)  # deferred re-sampling, stage two's sampler
+        return epoch_indices(sampler, y_train_cpu, train.seed, epoch).to(dev)
 
     def batch_loss(idx: Tensor, epoch: int, b: int) -> tuple[Tensor, Tensor]:
         x = x_train[idx]
         if augment:
             x = augment_batch(x, batch_generator(train.seed, epoch, b))
-        return loss_fn(model(x), y_train[idx], weight[idx], epoch)
+        weighted = rebalancing_on(train.class_weight_from_epoch, epoch)
+        return (loss_fn if weighted else unweighted)(model(x), y_train[idx], weight[idx], epoch)
+
+    def retrain() -> torch.optim.Optimizer:
+        return build_optimizer(retrain_head(model, train.seed), train)
+
+    stage2 = None
+    if train.stage2 is not None:
+        stage2 = HeadRetraining(epoch_length(train.stage2.sampler, y_train_cpu), retrain)
 
     run = run_epochs(
         spec,
@@ -138,6 +179,12 @@ def train_job(
             batch_loss=batch_loss,
             validate=lambda: _evaluate(model, x_val, y_val, splits, minority),
             minority=minority,
+            selection=selection_for(
+                train.select_by,
+                np.bincount(splits.y_val, minlength=splits.num_classes).tolist(),
+                splits.class_names,
+            ),
+            stage2=stage2,
         ),
         dev,
         started=started,
@@ -146,15 +193,21 @@ def train_job(
     )
     if run is None:
         return None
-    x_test, y_test = _inputs_on(splits.x_test, dev), torch.from_numpy(splits.y_test)
-    _, final = _evaluate(model, x_test, y_test.to(dev), splits, minority)
+    x_test, y_test = _inputs_on(splits.x_test, dev), torch.from_numpy(splits.y_test).to(dev)
+    decision = _decision(spec, _logits(model, x_val), splits, minority)
+    test_logits = _logits(model, x_test)
+    bias = torch.tensor(decision["bias"], dtype=test_logits.dtype, device=dev)
+    _, final = _scored(test_logits + bias, y_test, splits, minority)
+    # The untuned decision beside the tuned one, so that the tuning's gain is visible.
+    tuned = spec.decision != "argmax"
+    final_argmax = _scored(test_logits, y_test, splits, minority)[1] if tuned else None
 
     card = {
         "arch": spec.model.arch,
         "model_kwargs": {
             "input_shape": list(splits.input_shape),
             "num_classes": splits.num_classes,
-            **arch_kwargs(spec.model),
+            **model_kwargs,
         },
         "class_names": splits.class_names,
         "input_shape": list(splits.input_shape),
@@ -164,5 +217,13 @@ def train_job(
             "mean": model.normalize.mean.flatten().tolist(),
             "std": model.normalize.std.flatten().tolist(),
         },
+        # predict adds `bias` to the logits; the counts give the training prior that a
+        # caller's `priors` replace (service.rebalance.decision).
+        "decision": decision,
+        "train_class_counts": counts,
     }
-    return finish_job(spec, workdir, run, model, card, final, counts, weights, dev)
+    result = finish_job(spec, workdir, run, model, card, final, counts, weights, dev)
+    result.metrics["decision"] = decision
+    if final_argmax is not None:
+        result.metrics["final_argmax"] = with_test_statistics(final_argmax, counts)
+    return result

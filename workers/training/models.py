@@ -5,7 +5,13 @@ std are buffers fitted on the training split, so they travel in the state dict
 (and the safetensors file) and the served model takes raw inputs in [0, 1].
 To add an arch: subclass Classifier, register it in ARCHS, and say in
 service.architectures which ModelSpec fields it takes (`arch_kwargs`) and how many
-parameters it has (`count_parameters`, which the API checks without torch).
+parameters it has (`count_parameters`, which the API checks without torch). The
+tagger's are `tagger_kwargs` and `count_tagger_parameters` there.
+
+Every model ends in a classifier head: a linear layer, or for loss LDAM the cosine head
+(`CosineHead`, chosen by service.architectures.head_kwargs and recorded in the card's
+model_kwargs as `head` and `head_scale`, so that a served model rebuilds with it).
+Two-stage training re-draws the head and freezes the rest (`retrain_head`).
 
 The convolutional archs take images (n, C, H, W) with any number of channels and
 end in global average pooling, so one arch fits 8x8 digits, 28x28 MNIST and
@@ -17,6 +23,7 @@ invisible from outside: inputs, outputs and the saved weights are ordinary tenso
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,7 +41,6 @@ from counterweight.service.architectures import (
     check_arch_input,
 )
 from counterweight.service.errors import NotAClassifier
-from counterweight.service.spec import ModelSpec
 
 
 class Normalize(nn.Module):
@@ -65,8 +71,55 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class CosineHead(nn.Module):
+    """Logits s * cos(x, w_c), one per class c: the normalised classifier of LDAM (Cao et al.
+    2019, "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss", and
+    NormedLinear in their code), which the loss scales by s only after lowering the true
+    class's cosine by its margin. `weight` is (num_classes, in_features), as nn.Linear's
+    (NormedLinear keeps the transpose); no bias. Outputs lie in [-s, s].
+
+    In float32 even under bfloat16 autocast: a bfloat16 cosine is off by up to 0.004, a
+    tenth of a small class margin."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """NormedLinear's initialisation: uniform in [-1, 1], then each class vector scaled
+        to length 1 (its renorm_(2, 1, 1e-5).mul_(1e5))."""
+        with torch.no_grad():
+            self.weight.uniform_(-1, 1)
+            self.weight.div_(self.weight.norm(dim=1, keepdim=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            features = F.normalize(x.float(), dim=-1)
+            cosines = F.linear(features, F.normalize(self.weight.float(), dim=-1))
+        return self.scale * cosines
+
+
+Head = nn.Linear | CosineHead
+
+
+def classifier_head(
+    features: int, num_classes: int, head: str = "linear", head_scale: float = 1.0
+) -> Head:
+    """The last layer of every model: `head` and `head_scale` as head_kwargs gives them."""
+    if head == "cosine":
+        return CosineHead(features, num_classes, head_scale)
+    if head == "linear":
+        return nn.Linear(features, num_classes)
+    raise ValueError(f"unknown head {head!r}; known: cosine, linear")
+
+
 class Classifier(nn.Module):
-    """Base of every arch: raw inputs (n, *input_shape) -> logits (n, num_classes)."""
+    """Base of every arch: raw inputs (n, *input_shape) -> logits (n, num_classes). Each
+    arch's `body` ends in its head (classifier_head)."""
+
+    body: nn.Sequential
 
     def __init__(self, input_shape: Sequence[int]) -> None:
         super().__init__()
@@ -76,10 +129,20 @@ class Classifier(nn.Module):
         out: Tensor = super().__call__(x)
         return out
 
+    def head(self) -> Head:
+        head = self.body[-1]
+        assert isinstance(head, nn.Linear | CosineHead)
+        return head
+
 
 class MLP(Classifier):
     def __init__(
-        self, input_shape: Sequence[int], num_classes: int, width: int = 256, depth: int = 2
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        width: int = 256,
+        depth: int = 2,
+        **head: Any,
     ) -> None:
         super().__init__(input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
@@ -87,7 +150,7 @@ class MLP(Classifier):
         for _ in range(depth):
             layers += [nn.Linear(features, width), nn.ReLU()]
             features = width
-        layers.append(nn.Linear(features, num_classes))
+        layers.append(classifier_head(features, num_classes, **head))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -128,13 +191,14 @@ class SmallCNN(ConvClassifier):
     and a linear layer: 94,762 weights and 10.3M multiply-adds per 32x32 colour image,
     so two CPU cores train it on CIFAR-10 at several hundred images per second."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, **head: Any) -> None:
         layers: list[nn.Module] = []
         c_in = input_shape[0]
         for c_out in SMALL_CNN_CHANNELS:
             layers += [*conv_bn(c_in, c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             c_in = c_out
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+        head_layer = classifier_head(c_in, num_classes, **head)
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), head_layer]
         super().__init__(input_shape, nn.Sequential(*layers))
 
 
@@ -174,7 +238,9 @@ class ResNet(ConvClassifier):
     """A 3x3 stride-1 stem conv, stages of BasicBlocks (each stage after the first halves
     the resolution and starts with a strided block), global average pooling, linear."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, shape: ResNetShape) -> None:
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, shape: ResNetShape, **head: Any
+    ) -> None:
         widths = shape.widths
         layers: list[nn.Module] = [*conv_bn(input_shape[0], widths[0]), nn.ReLU(inplace=True)]
         c_in = widths[0]
@@ -183,7 +249,8 @@ class ResNet(ConvClassifier):
                 stride = 2 if stage > 0 and block == 0 else 1
                 layers.append(BasicBlock(c_in, c_out, stride, shape.shortcut))
                 c_in = c_out
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+        head_layer = classifier_head(c_in, num_classes, **head)
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), head_layer]
         super().__init__(input_shape, nn.Sequential(*layers))
 
 
@@ -193,8 +260,8 @@ class ResNet18(ResNet):
     the 7x7 stride-2 conv and max-pool meant for 224x224. 11,173,962 weights for 3x32x32
     inputs and 10 classes."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
-        super().__init__(input_shape, num_classes, RESNETS["resnet18"])
+    def __init__(self, input_shape: Sequence[int], num_classes: int, **head: Any) -> None:
+        super().__init__(input_shape, num_classes, RESNETS["resnet18"], **head)
 
 
 class ResNet32(ResNet):
@@ -202,8 +269,8 @@ class ResNet32(ResNet):
     blocks, 16/32/64 channels) with option A shortcuts, as in the LDAM-DRW and BBN code.
     464,154 weights for 3x32x32 inputs and 10 classes."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
-        super().__init__(input_shape, num_classes, RESNETS["resnet32"])
+    def __init__(self, input_shape: Sequence[int], num_classes: int, **head: Any) -> None:
+        super().__init__(input_shape, num_classes, RESNETS["resnet32"], **head)
 
 
 class CharEncoder(nn.Module):
@@ -233,8 +300,8 @@ class CharEncoder(nn.Module):
 
 class BiLSTMTagger(nn.Module):
     """Word embeddings (plus a CharEncoder when the data has characters), a bidirectional
-    LSTM and a linear layer per step (Lample et al. 2016 without the CRF): word ids (n, T),
-    0 = padding, -> tag logits (n, T, num_classes). The sentences are packed
+    LSTM and a head per step, linear or LDAM's cosine head (Lample et al. 2016 without the
+    CRF): word ids (n, T), 0 = padding, -> tag logits (n, T, num_classes). The sentences are packed
     (pack_padded_sequence), so the LSTM never reads a padding step in either direction; the
     logits at padding steps are meaningless and every caller masks them out."""
 
@@ -248,6 +315,8 @@ class BiLSTMTagger(nn.Module):
         char_embedding_dim: int = 16,
         hidden_size: int = 100,
         layers: int = 1,
+        head: str = "linear",
+        head_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.words = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
@@ -256,7 +325,7 @@ class BiLSTMTagger(nn.Module):
         self.lstm = nn.LSTM(
             features, hidden_size, num_layers=layers, batch_first=True, bidirectional=True
         )
-        self.classify = nn.Linear(2 * hidden_size, num_classes)
+        self.classify = classifier_head(2 * hidden_size, num_classes, head, head_scale)
 
     def __call__(self, words: Tensor, chars: Tensor | None = None) -> Tensor:
         out: Tensor = super().__call__(words, chars)
@@ -274,17 +343,6 @@ class BiLSTMTagger(nn.Module):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=words.shape[1])
         logits: Tensor = self.classify(out)
         return logits
-
-
-def tagger_kwargs(model: ModelSpec) -> dict[str, Any]:
-    """bilstm_tagger's BiLSTMTagger keyword arguments from the spec (the data's vocabulary
-    sizes come from the data)."""
-    return {
-        "embedding_dim": model.embedding_dim,
-        "char_embedding_dim": model.char_embedding_dim,
-        "hidden_size": model.width,
-        "layers": model.depth,
-    }
 
 
 def tagger_from_card(card: dict[str, Any]) -> BiLSTMTagger:
@@ -312,6 +370,22 @@ def build_model(
         raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHS)}") from None
     check_arch_input(arch, input_shape)
     return cls(tuple(input_shape), num_classes, **kwargs)
+
+
+def retrain_head(model: Classifier, seed: int) -> Head:
+    """Prepare classifier re-training (cRT, Kang et al. 2020): every parameter but the
+    head's frozen, the head's drawn afresh as the arch first draws them, on the CPU from
+    `seed` (the same weights on any device; the global RNG is left alone). Returns the head.
+    The caller keeps the model in eval mode, so that batch norm statistics stay too."""
+    head = model.head()
+    model.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = copy.deepcopy(head).to("cpu")
+        fresh.reset_parameters()
+    head.load_state_dict(fresh.state_dict())
+    head.requires_grad_(True)
+    return head
 
 
 def model_from_card(card: dict[str, Any]) -> Classifier:

@@ -8,12 +8,33 @@
   each epoch), shuffled; an epoch is k * min_c n_c samples (see `epoch_length`).
 
 Only classes present in `y` count: the sampler sees the training labels, not the job.
+
+Which sampler an epoch uses follows the spec's schedule (`sampler_at`): deferred
+re-sampling (train.sampler_from_epoch) visits every sample once until its epoch, and
+stage two (train.stage2) has its own sampler.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from counterweight.service.spec import JobSpec
+
+
+def rebalancing_on(from_epoch: int | None, epoch: int) -> bool:
+    """Whether deferred re-balancing that starts in 1-based epoch `from_epoch` (None: from
+    the first) is on in 0-based epoch `epoch`."""
+    return from_epoch is None or epoch + 1 >= from_epoch
+
+
+def sampler_at(spec: JobSpec, epoch: int) -> str:
+    """The sampler of 0-based epoch `epoch`. Stage two's epochs are numbered from
+    train.epochs on (training.loop), so those are stage two's whenever stage one ended."""
+    train = spec.train
+    if train.stage2 is not None and epoch >= train.epochs:
+        return train.stage2.sampler
+    return spec.sampler if rebalancing_on(train.sampler_from_epoch, epoch) else "none"
 
 
 def _present_counts(y: Tensor) -> tuple[Tensor, Tensor]:

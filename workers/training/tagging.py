@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from counterweight.service.architectures import head_kwargs, tagger_kwargs
 from counterweight.service.data.sequences import Sentences, SequenceSplits, plan_sequence_splits
 from counterweight.service.rebalance.weights import job_weights
 from counterweight.service.spec import JobSpec
@@ -34,11 +35,12 @@ from counterweight.workers.training.loop import (
     finish_job,
     run_epochs,
 )
-from counterweight.workers.training.losses import Loss, build_loss
+from counterweight.workers.training.losses import Loss, build_loss, sample_weights
 from counterweight.workers.training.metrics import evaluate_tokens
-from counterweight.workers.training.models import BiLSTMTagger, tagger_kwargs
+from counterweight.workers.training.models import BiLSTMTagger
 from counterweight.workers.training.optim import build_optimizer
 from counterweight.workers.training.sampling import epoch_indices
+from counterweight.workers.training.selection import selection_for
 
 EVAL_BATCH_SENTENCES = 512  # inference only: bounded memory
 INPUT_DESCRIPTION = (
@@ -122,6 +124,7 @@ def _model_kwargs(spec: JobSpec, splits: SequenceSplits) -> dict[str, Any]:
         "num_classes": splits.num_classes,
         "char_vocab_size": splits.char_vocab_size,
         **tagger_kwargs(spec.model),
+        **head_kwargs(spec.loss),  # LDAM's cosine head, recorded in the card
     }
 
 
@@ -147,16 +150,19 @@ def train_tagger(
         SentenceTensors.of(splits.val, dev),
     )
     weights = job_weights(spec, splits)
-    # Per step: class_weight[tag] * sample_weight, and 0 at padding.
+    # Per step: the sample weight, and 0 at padding; the loss applies class_weight[tag].
     step_weight = torch.zeros(splits.train.words.shape, dtype=torch.float32)
-    step_weight[torch.from_numpy(splits.train.mask)] = torch.from_numpy(weights.per_sample)
+    n_words = int(splits.train.mask.sum())
+    step_weight[torch.from_numpy(splits.train.mask)] = sample_weights(
+        splits.train_sample_weight, n_words
+    )
     step_weight = step_weight.to(dev)
 
     with torch.random.fork_rng(devices=[]):  # as the engine: same init on any device
         torch.manual_seed(train.seed)
         model = BiLSTMTagger(**_model_kwargs(spec, splits))
     model.to(dev)
-    loss_fn = build_loss(spec.loss, counts, device=dev)
+    loss_fn = build_loss(spec.loss, counts, device=dev, class_weight=weights.class_weight.values)
     n_train = len(splits.train.words)
     no_labels = torch.zeros(n_train, dtype=torch.int64)  # sampler 'none' only shuffles
 
@@ -176,6 +182,7 @@ def train_tagger(
             batch_loss=batch_loss,
             validate=lambda: _evaluate(model, val_data, splits.class_names, minority),
             minority=minority,
+            selection=selection_for(train.select_by, splits.counts["val"], splits.class_names),
         ),
         dev,
         started=started,

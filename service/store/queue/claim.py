@@ -47,6 +47,7 @@ def _claim_statement() -> UpdateBase:
             # Where this attempt starts from: the sweeper forgives a lost attempt that
             # got further (service.store.queue.sweeper).
             attempt_start_epoch=Job.progress_epoch,
+            waiting=None,  # its worker says again what it waits for, if anything
         )
         .returning(Job)
         .execution_options(synchronize_session=False, populate_existing=True)

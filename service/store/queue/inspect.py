@@ -1,4 +1,10 @@
-"""Reading jobs: one by id, and pages of the newest first."""
+"""Reading jobs: one by id, and pages of the newest first.
+
+A page shows each job's spec without its inline sample_weight values: they are summarised
+as {"shape": [N]} or {"shape": [N, T]} by the database (ListedSpec), so that the arrays,
+up to COUNTERWEIGHT_MAX_INLINE_WEIGHTS values a job, never travel to the API for a
+listing, let alone to the client. A job's own read (JOB_STATUS) keeps its spec whole.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,13 @@ import base64
 import binascii
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import JSON, Row, and_, bindparam, or_, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from counterweight.service.errors import BadCursor, JobNotFound
 from counterweight.service.store.models import Job, JobStatus
@@ -36,11 +45,63 @@ JOB_STATUS = select(
     Job.cancel_requested,
     Job.progress,
     Job.error,
+    Job.waiting,
     Job.spec,
     Job.created_at,
     Job.started_at,
     Job.finished_at,
 ).where(Job.id == bindparam("job_id"))
+
+
+class ListedSpec(FunctionElement[dict[str, Any]]):
+    """ListedSpec(Job.spec): the spec with an inline sample_weight array replaced by
+    {"shape": [N]}, or {"shape": [N, T]} for per-step weights; a spec without one (null,
+    "from_dataset") as stored. Computed in SQL, one expression a dialect, below."""
+
+    type = JSON()
+    inherit_cache = True
+    name = "listed_spec"
+
+
+@compiles(ListedSpec, "sqlite")
+def _listed_spec_sqlite(element: ListedSpec, compiler: SQLCompiler, **kw: Any) -> str:
+    spec = compiler.process(element.clauses, **kw)
+    weights, first = f"{spec}, '$.sample_weight'", f"{spec}, '$.sample_weight[0]'"
+    # json(): json_object takes the shape as JSON only straight from a JSON function.
+    shape = (
+        f"json(CASE WHEN json_type({first}) = 'array' THEN json_array(json_array_length("
+        f"{weights}), json_array_length({first})) ELSE json_array(json_array_length("
+        f"{weights})) END)"
+    )
+    return (
+        f"CASE WHEN json_type({weights}) = 'array' THEN json_set({weights}, "
+        f"json_object('shape', {shape})) ELSE {spec} END"
+    )
+
+
+@compiles(ListedSpec, "postgresql")
+def _listed_spec_postgres(element: ListedSpec, compiler: SQLCompiler, **kw: Any) -> str:
+    spec = compiler.process(element.clauses, **kw)  # a json column: jsonb has the setter
+    weights, first = f"({spec} -> 'sample_weight')", f"({spec} -> 'sample_weight' -> 0)"
+    shape = (
+        f"CASE WHEN json_typeof({first}) = 'array' THEN jsonb_build_array(json_array_length("
+        f"{weights}), json_array_length({first})) ELSE jsonb_build_array(json_array_length("
+        f"{weights})) END"
+    )
+    return (
+        f"CASE WHEN json_typeof({weights}) = 'array' THEN CAST(jsonb_set(CAST({spec} AS "
+        f"jsonb), '{{sample_weight}}', jsonb_build_object('shape', {shape})) AS json) "
+        f"ELSE {spec} END"
+    )
+
+
+# A page of jobs: JOB_STATUS's columns, the spec as ListedSpec.
+JOB_LISTING = select(
+    *(
+        ListedSpec(column).label("spec") if column.key == "spec" else column
+        for column in JOB_STATUS.selected_columns
+    )
+)
 
 
 class Owned(Protocol):
@@ -68,10 +129,10 @@ def list_jobs(
     limit: int,
     cursor: str | None,
     tenant: str | None = None,
-) -> tuple[Sequence[Job], str | None]:
-    """A page of jobs, newest first, and the cursor of the next page (None at the end);
-    only `tenant`'s jobs, or every tenant's when it is None."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+) -> tuple[Sequence[Row[Any]], str | None]:
+    """A page of jobs (rows of JOB_LISTING), newest first, and the cursor of the next page
+    (None at the end); only `tenant`'s jobs, or every tenant's when it is None."""
+    query = JOB_LISTING.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     if tenant is not None:
         query = query.where(Job.tenant == tenant)
     if status is not None:
@@ -81,7 +142,7 @@ def list_jobs(
         query = query.where(
             or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
         )
-    jobs = session.scalars(query).all()
+    jobs = session.execute(query).all()
     if len(jobs) <= limit:
         return jobs, None
     last = jobs[limit - 1]

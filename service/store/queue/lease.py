@@ -66,6 +66,8 @@ def _update_held(**values: Any) -> UpdateBase:
 _RENEW = {
     "lease_expires_at": db_now(bindparam("lease_seconds", type_=Float())),
     "heartbeat_at": db_now(),
+    # Each beat says what the job waits for now, if anything (workers.heartbeat).
+    "waiting": bindparam("new_waiting", type_=Text()),
 }
 HEARTBEAT = _update_held(**_RENEW)
 _NEW_EPOCH = bindparam("new_epoch", type_=Integer())
@@ -76,7 +78,7 @@ HEARTBEAT_WITH_PROGRESS = _update_held(
     # that each forgiven attempt raises it: forgiveness is bounded by the epochs.
     progress_epoch=case((Job.progress_epoch < _NEW_EPOCH, _NEW_EPOCH), else_=Job.progress_epoch),
 )
-_ENDED = {"lease_expires_at": None, "finished_at": db_now()}
+_ENDED = {"lease_expires_at": None, "finished_at": db_now(), "waiting": None}
 FINISH = _update_held(
     status=JobStatus.succeeded, result=bindparam("new_result", type_=JSON()), error=None, **_ENDED
 )
@@ -88,8 +90,17 @@ RETRY = _update_held(
     owner=None,
     lease_expires_at=None,
     run_after=db_now(bindparam("delay", type_=Float())),
+    waiting=None,
 )
-RELEASE = _update_held(status=JobStatus.queued, owner=None, lease_expires_at=None)
+RELEASE = _update_held(status=JobStatus.queued, owner=None, lease_expires_at=None, waiting=None)
+# Given back while it waited for the artifact store: an outage, not the job's doing.
+RELEASE_FORGIVEN = _update_held(
+    status=JobStatus.queued,
+    owner=None,
+    lease_expires_at=None,
+    forgiven_attempts=Job.forgiven_attempts + 1,
+    waiting=bindparam("new_waiting", type_=Text()),
+)
 
 
 def _run(session: Session, statement: UpdateBase, lease: Lease, **params: Any) -> Job:
@@ -107,21 +118,24 @@ def heartbeat(
     lease_seconds: float,
     progress: dict[str, Any] | None,
     epochs: Sequence[dict[str, Any]] = (),
+    waiting: str | None = None,
 ) -> bool:
-    """Renew the lease and store progress; returns whether cancellation was requested.
+    """Renew the lease and store progress and what the job waits for (None: nothing);
+    returns whether cancellation was requested.
 
     `epochs` are the history rows of epochs finished since the last heartbeat: each
     becomes an "epoch" event, then `progress` a "progress" event. Written only after
     the UPDATE succeeded, so a lost lease records nothing.
     """
     if progress is None:
-        job = _run(session, HEARTBEAT, lease, lease_seconds=lease_seconds)
+        job = _run(session, HEARTBEAT, lease, lease_seconds=lease_seconds, new_waiting=waiting)
     else:
         job = _run(
             session,
             HEARTBEAT_WITH_PROGRESS,
             lease,
             lease_seconds=lease_seconds,
+            new_waiting=waiting,
             new_progress=progress,
             new_epoch=_epochs_done(progress),
         )
@@ -163,6 +177,14 @@ def fail(
 def release(session: Session, lease: Lease) -> Job:
     """Give a job back to the queue untouched (worker shutting down): it resumes elsewhere."""
     return _with_status(session, _run(session, RELEASE, lease))
+
+
+def release_forgiven(session: Session, lease: Lease, *, waiting: str) -> Job:
+    """Give back a job whose worker stops while it waits for the artifact store (worker
+    shutting down): unlike `release`, this attempt does not count against max_attempts,
+    since a store outage is not the job's fault. `waiting` stays on the job, saying
+    so, until a worker claims it again."""
+    return _with_status(session, _run(session, RELEASE_FORGIVEN, lease, new_waiting=waiting))
 
 
 def _with_status(session: Session, job: Job) -> Job:

@@ -58,6 +58,7 @@ def sweep_expired(session: Session) -> list[tuple[str, JobStatus]]:
             # Lost workers say nothing about the job itself: retry at once, no backoff.
             run_after=db_now(),
             finished_at=case((terminal, db_now()), else_=None),
+            waiting=None,  # what the silent worker said it waited for is no longer known
         )
         .returning(Job.id, Job.status, Job.attempt, Job.error)
         .execution_options(synchronize_session=False)
