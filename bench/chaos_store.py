@@ -80,7 +80,8 @@ class Window:
     started: float  # monotonic
     ended: float = 0.0
     jobs_waiting: int = 0  # jobs whose `waiting` named the store during the outage
-    recovery_seconds: float | None = None  # store back -> no job waits for it any more
+    # store back -> none of those jobs waits for it any more (None: the next outage came first)
+    recovery_seconds: float | None = None
 
 
 @dataclass
@@ -132,6 +133,7 @@ class StoreChaos:
         self.store = S3Server(root)
         self.windows: list[Window] = []
         self.card_samplers: list[Sampler] = []
+        self.waiting: list[tuple[float, set[str]]] = []  # (when, jobs waiting for the store)
         self.engine = make_engine(url)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self.url = url
@@ -160,6 +162,17 @@ class StoreChaos:
         except SQLAlchemyError:
             return []
 
+    def watch(self, stop: threading.Event) -> None:
+        """Note every 0.2 s which jobs wait for the store (a thread of its own, so that
+        an outage's recovery is measured while the run goes on to the next moment), and
+        once more at the end of the run."""
+        while True:
+            stopping = stop.wait(0.2)
+            waiting = {job.id for job in self.jobs() if _waits_for_store(job)}
+            self.waiting.append((time.monotonic(), waiting))
+            if stopping:
+                return
+
     def outage(self, moment: str, api: Service, seeds: list[str], cards: int) -> None:
         window = Window(moment, time.monotonic())
         self.windows.append(window)
@@ -169,23 +182,13 @@ class StoreChaos:
         samplers = [Sampler(api.url, path, stop, 1.0) for path in paths]
         for sampler in samplers:
             sampler.start()
-        waiting: set[str] = set()
-        while time.monotonic() < window.started + self.report.outage_seconds:
-            waiting |= {job.id for job in self.jobs() if _waits_for_store(job)}
-            time.sleep(0.2)
+        time.sleep(self.report.outage_seconds)
         self.restore_store()
         window.ended = time.monotonic()
-        window.jobs_waiting = len(waiting)
         stop.set()
         for sampler in samplers:
             sampler.join()
         self.card_samplers += samplers
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if not any(_waits_for_store(job) for job in self.jobs()):
-                window.recovery_seconds = round(time.monotonic() - window.ended, 1)
-                break
-            time.sleep(0.2)
 
     def wait_until(self, done: Callable[[list[Job]], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -194,6 +197,19 @@ class StoreChaos:
                 return True
             time.sleep(0.2)
         return False
+
+    def settle_windows(self) -> None:
+        """Each outage's jobs that waited for the store, and how long after its end until
+        none of them did; None if the next outage began first."""
+        for k, window in enumerate(self.windows):
+            later = self.windows[k + 1 :]
+            until = later[0].started if later else float("inf")
+            during = [ids for when, ids in self.waiting if window.started <= when <= window.ended]
+            waited: set[str] = set().union(*during)
+            window.jobs_waiting = len(waited)
+            back = [w for w, ids in self.waiting if window.ended < w < until and not ids & waited]
+            if back:
+                window.recovery_seconds = round(back[0] - window.ended, 1)
 
 
 def _waits_for_store(job: Job) -> bool:
@@ -235,6 +251,7 @@ def _run(
     hosts: list[Service] = []
     stop = threading.Event()
     probes: list[Sampler] = []
+    threads: list[threading.Thread] = []
     with chaos.store:
         try:
             api = chaos.host("api")
@@ -250,8 +267,9 @@ def _run(
                 Sampler(api.url, path if path != "status" else f"/v1/jobs/{seeds[0]}", stop, 0.2)
                 for path in PROBES
             ]
-            for probe in probes:
-                probe.start()
+            threads = [*probes, threading.Thread(target=chaos.watch, args=(stop,), daemon=True)]
+            for thread in threads:
+                thread.start()
             deadline = time.monotonic() + timeout
 
             chaos.fail_store()  # claims: every worker takes a job and needs the store
@@ -261,13 +279,14 @@ def _run(
             def ours(jobs: list[Job]) -> list[Job]:
                 return [job for job in jobs if job.id in ids]
 
-            def training(jobs: list[Job]) -> bool:  # a checkpoint is coming
+            # With 5 epochs or more, each moment spans two epochs: seen however fast they go.
+            def training(jobs: list[Job]) -> bool:  # checkpoints are coming
                 running = [j for j in ours(jobs) if j.status == JobStatus.running]
-                return any(1 <= _epoch(job) < epochs - 1 for job in running)
+                return any(1 <= _epoch(job) <= max(1, epochs - 3) for job in running)
 
             def last_epoch(jobs: list[Job]) -> bool:  # its results are coming
                 running = [j for j in ours(jobs) if j.status == JobStatus.running]
-                return any(_epoch(job) == epochs - 1 for job in running)
+                return any(_epoch(job) >= max(2, epochs - 2) for job in running)
 
             def ended(jobs: list[Job]) -> bool:
                 return all(JobStatus(job.status).is_terminal for job in ours(jobs))
@@ -285,10 +304,11 @@ def _run(
             chaos.wait_until(ended, deadline - time.monotonic())
         finally:
             stop.set()
-            for probe in probes:
-                probe.join()
+            for thread in threads:
+                thread.join()
             for host in hosts:
                 host.stop()
+    chaos.settle_windows()
     _check(report, chaos, ids, probes)
     chaos.engine.dispose()
 

@@ -22,8 +22,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from counterweight.service.api.app import create_app
+from counterweight.service.artifacts import CHECKPOINT, MODEL
 from counterweight.service.settings import Settings
 from counterweight.service.spec import JobSpec
+from counterweight.service.storage import storage_for
 from counterweight.service.store.engine import transaction
 from counterweight.service.store.models import JobStatus
 from counterweight.service.store.queue.claim import claim
@@ -36,8 +38,7 @@ from tests.processes import TERMINAL
 from tests.s3server import S3Server
 
 QUICK = {"dataset": {"name": "digits"}, "model": {"width": 16}, "train": {"epochs": 1}}
-# Epochs of a second or more on the test machine: a fault lands between two of them.
-SLOW = {
+THREE_EPOCHS = {
     "dataset": {"name": "digits"},
     "model": {"arch": "mlp", "width": 64},
     "train": {"epochs": 3, "batch_size": 8, "seed": 1},
@@ -134,18 +135,34 @@ def test_queued_jobs_wait_for_a_store_that_refuses_connections_and_keep_their_at
     assert counted == [1, 1, 1], jobs
 
 
+def on_upload(worker: Settings, name: str, nth: int, fault: Callable[[], object]) -> None:
+    """Run `fault` as the worker's `nth` upload of a job's file `name` is about to be sent,
+    whatever the machine's speed: a hook on the worker's real S3 client (one per process
+    and store, storage_for), which then sends the request to the failed store."""
+    seen = 0
+
+    def before_put(params: dict[str, Any], **_: Any) -> None:
+        nonlocal seen
+        if params["Key"].endswith(f"/{name}"):
+            seen += 1
+            if seen == nth:
+                fault()
+
+    storage: Any = storage_for(worker)
+    storage.client.meta.events.register("before-parameter-build.s3.PutObject", before_put)
+
+
 @pytest.mark.parametrize("empty_database_url", ["postgres"], indirect=True)
 def test_a_trained_job_whose_results_cannot_be_stored_keeps_them_until_the_store_is_back(
     database_url: str, tmp_path: Path
 ) -> None:
     with S3Server(tmp_path) as store, hosts(database_url, store, tmp_path) as (http, worker):
+        on_upload(worker, MODEL, 1, store.kill)  # killed as the results go up
         with running_worker(worker):
-            job_id = submit(http, SLOW)
-            wait_for(http, job_id, lambda job: (job["progress"] or {}).get("epoch", 0) >= 1)
-            store.kill()  # the next checkpoints are not stored, then neither are the results
-            job = wait_for(http, job_id, waits_for_store("store the results"), timeout=300)
+            job_id = submit(http, THREE_EPOCHS)
+            job = wait_for(http, job_id, waits_for_store("store the results"))
             assert (job["status"], job["attempt"], job["progress"]["epoch"]) == ("running", 1, 3)
-            model = worker.home / "artifacts" / "jobs" / job_id / "model.safetensors"
+            model = worker.home / "artifacts" / "jobs" / job_id / MODEL
             assert model.is_file()  # the trained model, kept on the worker's disk
             time.sleep(3)
             assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
@@ -164,16 +181,15 @@ def test_a_checkpoint_upload_to_a_hung_store_shows_the_job_waiting_and_costs_no_
     database_url: str, tmp_path: Path
 ) -> None:
     with S3Server(tmp_path) as store, hosts(database_url, store, tmp_path) as (http, worker):
+        on_upload(worker, CHECKPOINT, 2, store.pause)  # epoch 2's checkpoint: no answer
         with running_worker(worker):
-            job_id = submit(http, SLOW)
-            wait_for(http, job_id, lambda job: (job["progress"] or {}).get("epoch", 0) >= 1)
-            store.pause()  # the next checkpoint's upload gets no answer
+            job_id = submit(http, THREE_EPOCHS)
             try:
                 job = wait_for(http, job_id, waits_for_store("has taken"), timeout=60)
             finally:
                 store.resume()
             assert "store the checkpoint" in job["waiting"]
-            assert (job["status"], job["attempt"]) == ("running", 1)
+            assert (job["status"], job["attempt"], job["progress"]["epoch"]) == ("running", 1, 1)
             job = succeeded(http, job_id)
         assert (job["attempt"], job["forgiven_attempts"]) == (1, 0)
 
