@@ -22,7 +22,9 @@ class Client:
     http://127.0.0.1:8000), `api_key` to $COUNTERWEIGHT_API_KEY, sent as a Bearer token.
 
     Calls are retried with exponential backoff (`retry`) on connection errors and 503,
-    and, where repeating them is harmless, on read errors, 502 and 504; never on 4xx.
+    and, where repeating them is harmless, on read errors, 502 and 504; a 503 or 429
+    with Retry-After waits as long as it says, within `retry.max_wait`; never on
+    other 4xx.
     Errors raise `CounterweightError` subclasses carrying the status and server's detail.
     """
 
@@ -230,6 +232,7 @@ class Client:
         **kwargs: Any,
     ) -> httpx.Response:
         """One call with the retry rules; an error response comes back read and closed."""
+        waited = 0.0  # seconds slept between tries; a server's wait must fit in retry.max_wait
         for attempt in range(1, self.retry.attempts + 1):
             last = attempt == self.retry.attempts
             if rewind is not None:
@@ -240,12 +243,16 @@ class Client:
             except httpx.TransportError as error:
                 if last or not _core.retry_transport_error(error, idempotent):
                     raise _core.connection_failed(self.base_url, error, attempt) from error
-                time.sleep(self.retry.delay(attempt))
+                waited += (backoff := self.retry.delay(attempt))
+                time.sleep(backoff)
                 continue
             if not last and _core.retry_status(response.status_code, idempotent):
-                response.close()
-                time.sleep(self.retry.delay(attempt))
-                continue
+                wait = self.retry.wait_for(response, attempt, waited)
+                if wait is not None:
+                    response.close()
+                    waited += wait
+                    time.sleep(wait)
+                    continue
             if stream and response.is_error:
                 response.read()
                 response.close()
