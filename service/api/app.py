@@ -65,7 +65,8 @@ from counterweight.service.store.engine import (
 
 log = logging.getLogger(__name__)
 
-# Every domain error a request can meet, and its status; any other is a bug (500).
+# Every domain error a request can meet, and its status; any other is a bug (500). Each
+# answers a problem whose type is named after its class here (service.api.problems).
 ERROR_STATUS: dict[type[DomainError], int] = {
     ArtifactMissing: 404,
     JobNotFound: 404,
@@ -135,7 +136,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = full_allow(request, headers.get("Allow", ""))
-    if exc.status_code < 400 or exc.status_code in (204, 304):  # not an error: as it was
+    if exc.status_code < 400:  # not an error (a 304): no body
         return Response(status_code=exc.status_code, headers=headers)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return problem(exc.status_code, detail, instance=for_request(request), headers=headers)

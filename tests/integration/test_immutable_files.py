@@ -120,7 +120,12 @@ def test_a_succeeded_jobs_files_are_immutable_and_revalidate_with_a_304(
         store.kill()
         for path, tag in tags.items():
             assert other_host.get(path, headers={"If-None-Match": tag}).status_code == 304
-        assert other_host.get(f"/v1/jobs/{job_id}/model").status_code == 503  # no copy there
+        unavailable = other_host.get(f"/v1/jobs/{job_id}/model")  # no copy there
+        assert unavailable.status_code == 503
+        assert unavailable.headers["content-type"] == "application/problem+json"
+        assert int(unavailable.headers["retry-after"]) >= 1
+        assert unavailable.json()["type"] == "urn:counterweight:problem:storage-error"
+        assert "etag" not in unavailable.headers
 
         # A job that has not succeeded serves no file, and says nothing about caching.
         for path in (f"/v1/jobs/{running}/model", f"/v1/jobs/{running}/model/card"):
