@@ -133,6 +133,7 @@ class AsyncClient:
         parser = _core.EventParser()
         failures = 0
         while True:
+            told: float | None = None  # what a refusal of the stream said to wait
             remaining = self._remaining(job_id, deadline)
             headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
             read_timeout = min(_core.EVENTS_READ_TIMEOUT, remaining)
@@ -144,9 +145,11 @@ class AsyncClient:
                     timeout=httpx.Timeout(self._timeout, read=read_timeout),
                 ) as response:
                     polling = response.status_code in (404, 405)  # a server without events
+                    told = _core.retry_after(response)
                     if not polling and not _core.retry_status(response.status_code, True):
-                        await response.aread()
-                        _core.raise_for_status(response)
+                        if response.is_error:  # read only then: events come as they are sent
+                            await response.aread()
+                            _core.raise_for_status(response)
                         async for line in response.aiter_lines():
                             for event in parser.feed(line):
                                 failures = 0
@@ -166,7 +169,8 @@ class AsyncClient:
             if job.done:
                 return job
             failures += 1
-            await asyncio.sleep(min(self.retry.delay(failures), self._remaining(job_id, deadline)))
+            delay = self.retry.delay(failures) if told is None else told
+            await asyncio.sleep(min(delay, self._remaining(job_id, deadline)))
 
     async def _poll(
         self, job_id: str, on_progress: ProgressCallback | None, deadline: float | None

@@ -130,6 +130,7 @@ class Client:
         parser = _core.EventParser()
         failures = 0
         while True:
+            told: float | None = None  # what a refusal of the stream said to wait
             remaining = self._remaining(job_id, deadline)
             headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
             read_timeout = min(_core.EVENTS_READ_TIMEOUT, remaining)
@@ -141,9 +142,11 @@ class Client:
                     timeout=httpx.Timeout(self._timeout, read=read_timeout),
                 ) as response:
                     polling = response.status_code in (404, 405)  # a server without events
+                    told = _core.retry_after(response)
                     if not polling and not _core.retry_status(response.status_code, True):
-                        response.read()
-                        _core.raise_for_status(response)
+                        if response.is_error:  # read only then: events come as they are sent
+                            response.read()
+                            _core.raise_for_status(response)
                         for line in response.iter_lines():
                             for event in parser.feed(line):
                                 failures = 0
@@ -163,7 +166,8 @@ class Client:
             if job.done:
                 return job
             failures += 1
-            time.sleep(min(self.retry.delay(failures), self._remaining(job_id, deadline)))
+            delay = self.retry.delay(failures) if told is None else told
+            time.sleep(min(delay, self._remaining(job_id, deadline)))
 
     def _poll(
         self, job_id: str, on_progress: ProgressCallback | None, deadline: float | None
