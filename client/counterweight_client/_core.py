@@ -4,11 +4,14 @@ mapping and the server-sent events parser. No I/O here."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -19,8 +22,9 @@ from counterweight_client.models import Job, JobEvent
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_EVENT_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 # A gateway's 502/504 may come after the server did the work, so they are retried
-# only for idempotent calls; a 503 means the request was turned away unprocessed.
-RETRY_STATUSES_ALWAYS = frozenset({503})
+# only for idempotent calls; a 503, and a 429 that says when to come back
+# (Retry-After), mean the request was turned away unprocessed.
+RETRY_STATUSES_ALWAYS = frozenset({429, 503})
 RETRY_STATUSES_IDEMPOTENT = frozenset({502, 504})
 # The events endpoint sends a keep-alive comment every 15 s; silence this long is a
 # dead connection, which `wait` then resumes with Last-Event-ID.
@@ -30,15 +34,44 @@ EVENTS_READ_TIMEOUT = 60.0
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff: attempt n (from 1) waits backoff * 2^(n-1), capped, with
-    up to 10% jitter so that many clients do not retry in step."""
+    up to 10% jitter so that many clients do not retry in step. A 429 or 503 with
+    Retry-After waits what the server says instead (plus the jitter). One call sleeps
+    at most `max_wait` seconds over all its retries: a Retry-After that would take it
+    past that is not waited for, and the error is raised at once, carrying
+    `retry_after` for the caller to decide."""
 
     attempts: int = 4  # total tries, the first included
     backoff: float = 0.5
     max_backoff: float = 8.0
+    max_wait: float = 20.0
 
     def delay(self, attempt: int) -> float:
         base = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
         return base * (1 + random.random() / 10)
+
+    def wait_for(self, response: httpx.Response, attempt: int, waited: float) -> float | None:
+        """Seconds to sleep before retrying after `response`, a retryable status, or None
+        when it is not worth retrying: a 429 that gives no Retry-After, or a wait that
+        would take the call past `max_wait`."""
+        told = retry_after(response)
+        if told is None and response.status_code == 429:
+            return None
+        wait = self.delay(attempt) if told is None else told * (1 + random.random() / 10)
+        return wait if waited + wait <= self.max_wait else None
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (RFC 9110: a number of seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, math.ceil(moment.timestamp() - time.time()))
 
 
 def resolve_base_url(base_url: str | None) -> str:
@@ -85,7 +118,7 @@ def detail_of(body: bytes) -> str:
 def raise_for_status(response: httpx.Response) -> None:
     """Raise the error class of an error response; the body must have been read."""
     if response.is_error:
-        raise error_for(response.status_code, detail_of(response.content))
+        raise error_for(response.status_code, detail_of(response.content), retry_after(response))
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:

@@ -23,7 +23,9 @@ class AsyncClient:
     http://127.0.0.1:8000), `api_key` to $COUNTERWEIGHT_API_KEY, sent as a Bearer token.
 
     Calls are retried with exponential backoff (`retry`) on connection errors and 503,
-    and, where repeating them is harmless, on read errors, 502 and 504; never on 4xx.
+    and, where repeating them is harmless, on read errors, 502 and 504; a 503 or 429
+    with Retry-After waits as long as it says, within `retry.max_wait`; never on
+    other 4xx.
     Errors raise `CounterweightError` subclasses carrying the status and server's detail.
     """
 
@@ -131,6 +133,7 @@ class AsyncClient:
         parser = _core.EventParser()
         failures = 0
         while True:
+            told: float | None = None  # what a refusal of the stream said to wait
             remaining = self._remaining(job_id, deadline)
             headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
             read_timeout = min(_core.EVENTS_READ_TIMEOUT, remaining)
@@ -142,9 +145,11 @@ class AsyncClient:
                     timeout=httpx.Timeout(self._timeout, read=read_timeout),
                 ) as response:
                     polling = response.status_code in (404, 405)  # a server without events
+                    told = _core.retry_after(response)
                     if not polling and not _core.retry_status(response.status_code, True):
-                        await response.aread()
-                        _core.raise_for_status(response)
+                        if response.is_error:  # read only then: events come as they are sent
+                            await response.aread()
+                            _core.raise_for_status(response)
                         async for line in response.aiter_lines():
                             for event in parser.feed(line):
                                 failures = 0
@@ -164,7 +169,8 @@ class AsyncClient:
             if job.done:
                 return job
             failures += 1
-            await asyncio.sleep(min(self.retry.delay(failures), self._remaining(job_id, deadline)))
+            delay = self.retry.delay(failures) if told is None else told
+            await asyncio.sleep(min(delay, self._remaining(job_id, deadline)))
 
     async def _poll(
         self, job_id: str, on_progress: ProgressCallback | None, deadline: float | None
@@ -233,6 +239,7 @@ class AsyncClient:
         **kwargs: Any,
     ) -> httpx.Response:
         """One call with the retry rules; an error response comes back read and closed."""
+        waited = 0.0  # seconds slept between tries; a server's wait must fit in retry.max_wait
         for attempt in range(1, self.retry.attempts + 1):
             last = attempt == self.retry.attempts
             if rewind is not None:
@@ -243,12 +250,16 @@ class AsyncClient:
             except httpx.TransportError as error:
                 if last or not _core.retry_transport_error(error, idempotent):
                     raise _core.connection_failed(self.base_url, error, attempt) from error
-                await asyncio.sleep(self.retry.delay(attempt))
+                waited += (backoff := self.retry.delay(attempt))
+                await asyncio.sleep(backoff)
                 continue
             if not last and _core.retry_status(response.status_code, idempotent):
-                await response.aclose()
-                await asyncio.sleep(self.retry.delay(attempt))
-                continue
+                wait = self.retry.wait_for(response, attempt, waited)
+                if wait is not None:
+                    await response.aclose()
+                    waited += wait
+                    await asyncio.sleep(wait)
+                    continue
             if stream and response.is_error:
                 await response.aread()
                 await response.aclose()

@@ -22,7 +22,9 @@ class Client:
     http://127.0.0.1:8000), `api_key` to $COUNTERWEIGHT_API_KEY, sent as a Bearer token.
 
     Calls are retried with exponential backoff (`retry`) on connection errors and 503,
-    and, where repeating them is harmless, on read errors, 502 and 504; never on 4xx.
+    and, where repeating them is harmless, on read errors, 502 and 504; a 503 or 429
+    with Retry-After waits as long as it says, within `retry.max_wait`; never on
+    other 4xx.
     Errors raise `CounterweightError` subclasses carrying the status and server's detail.
     """
 
@@ -128,6 +130,7 @@ class Client:
         parser = _core.EventParser()
         failures = 0
         while True:
+            told: float | None = None  # what a refusal of the stream said to wait
             remaining = self._remaining(job_id, deadline)
             headers = {"Last-Event-ID": parser.last_id} if parser.last_id else {}
             read_timeout = min(_core.EVENTS_READ_TIMEOUT, remaining)
@@ -139,9 +142,11 @@ class Client:
                     timeout=httpx.Timeout(self._timeout, read=read_timeout),
                 ) as response:
                     polling = response.status_code in (404, 405)  # a server without events
+                    told = _core.retry_after(response)
                     if not polling and not _core.retry_status(response.status_code, True):
-                        response.read()
-                        _core.raise_for_status(response)
+                        if response.is_error:  # read only then: events come as they are sent
+                            response.read()
+                            _core.raise_for_status(response)
                         for line in response.iter_lines():
                             for event in parser.feed(line):
                                 failures = 0
@@ -161,7 +166,8 @@ class Client:
             if job.done:
                 return job
             failures += 1
-            time.sleep(min(self.retry.delay(failures), self._remaining(job_id, deadline)))
+            delay = self.retry.delay(failures) if told is None else told
+            time.sleep(min(delay, self._remaining(job_id, deadline)))
 
     def _poll(
         self, job_id: str, on_progress: ProgressCallback | None, deadline: float | None
@@ -230,6 +236,7 @@ class Client:
         **kwargs: Any,
     ) -> httpx.Response:
         """One call with the retry rules; an error response comes back read and closed."""
+        waited = 0.0  # seconds slept between tries; a server's wait must fit in retry.max_wait
         for attempt in range(1, self.retry.attempts + 1):
             last = attempt == self.retry.attempts
             if rewind is not None:
@@ -240,12 +247,16 @@ class Client:
             except httpx.TransportError as error:
                 if last or not _core.retry_transport_error(error, idempotent):
                     raise _core.connection_failed(self.base_url, error, attempt) from error
-                time.sleep(self.retry.delay(attempt))
+                waited += (backoff := self.retry.delay(attempt))
+                time.sleep(backoff)
                 continue
             if not last and _core.retry_status(response.status_code, idempotent):
-                response.close()
-                time.sleep(self.retry.delay(attempt))
-                continue
+                wait = self.retry.wait_for(response, attempt, waited)
+                if wait is not None:
+                    response.close()
+                    waited += wait
+                    time.sleep(wait)
+                    continue
             if stream and response.is_error:
                 response.read()
                 response.close()

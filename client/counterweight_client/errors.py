@@ -1,7 +1,8 @@
 """Exceptions of the client: one base class, one subclass per kind of failure.
 
 Every error carries the HTTP status (None when no response came) and the server's
-`detail` message, so that a caller can show the server's own words.
+`detail` message (a problem details body's `detail`), so that a caller can show the
+server's own words, and `retry_after`, the seconds the server asked to wait (429, 503).
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 class CounterweightError(Exception):
     """Base class: `status` is the HTTP status or None, `detail` the server's message."""
 
-    def __init__(self, detail: str, status: int | None = None) -> None:
+    def __init__(
+        self, detail: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status}: {detail}" if status is not None else detail)
         self.status = status
         self.detail = detail
+        self.retry_after = retry_after
 
 
 class ConnectionFailed(CounterweightError):
@@ -49,7 +53,8 @@ class TooLarge(ApiError):
 
 
 class QueueFull(ApiError):
-    """429: the tenant already has as many jobs queued as the server allows."""
+    """429: the tenant already has as many jobs queued as the server allows; retried
+    only while its Retry-After fits in the retry policy's `max_wait`."""
 
 
 class ServerError(ApiError):
@@ -68,7 +73,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
-def error_for(status: int, detail: str) -> ApiError:
+def error_for(status: int, detail: str, retry_after: float | None = None) -> ApiError:
     """The exception for an error response."""
     kind = _BY_STATUS.get(status, ServerError if status >= 500 else ApiError)
-    return kind(detail, status)
+    return kind(detail, status, retry_after)

@@ -2,8 +2,8 @@
 
 Starlette answers a method a route does not take with that one route's methods, and
 a path served by two routes (GET and POST /v1/datasets are two functions) then lists
-only the first: `OPTIONS /v1/datasets` said `Allow: POST`. This handler lists every
-method of every route whose path matches, for every path of the app at once.
+only the first: `OPTIONS /v1/datasets` said `Allow: POST`. The app's handler of HTTP
+errors (service.api.app) lists every method of every route whose path matches.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from typing import Any
 
 import fastapi.routing
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from starlette.exceptions import HTTPException
-from starlette.responses import Response
 from starlette.routing import BaseRoute, compile_path
 
 # Newer FastAPI keeps an included router as one nested route and flattens them with
@@ -40,16 +37,11 @@ def allowed_methods(app: FastAPI, path: str) -> set[str]:
     return allowed
 
 
-async def method_not_allowed(request: Request, exc: Exception) -> Response:
-    """The app's handler of HTTPException: a 405 gets the full `Allow`, the rest as FastAPI
-    answers them."""
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        path, root = request.scope["path"], request.scope.get("root_path", "")
-        # Routes match the path below the app's root path, as Starlette's router does.
-        allowed = allowed_methods(request.app, path.removeprefix(root) if root else path)
-        # Starlette's own list stays in: it is right for the route it found.
-        allowed |= {m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m}
-        headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
-        exc = HTTPException(405, exc.detail, headers)
-    return await http_exception_handler(request, exc)
+def full_allow(request: Request, found: str) -> str:
+    """A 405's `Allow`: every method of every route matching the request's path, with
+    `found`, Starlette's own list for the route it matched (right for that route)."""
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    # Routes match the path below the app's root path, as Starlette's router does.
+    allowed = allowed_methods(request.app, path.removeprefix(root) if root else path)
+    allowed |= {m.strip() for m in found.split(",") if m.strip()}
+    return ", ".join(sorted(allowed))

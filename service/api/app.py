@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from counterweight.service.api import (
     metrics,
@@ -24,12 +25,13 @@ from counterweight.service.api import (
     routes_sweeps,
     routes_workers,
 )
-from counterweight.service.api.allow import method_not_allowed
+from counterweight.service.api.allow import full_allow
 from counterweight.service.api.auth import KeyCache
 from counterweight.service.api.deps import require_key_on_v1
 from counterweight.service.api.events import EventHub
 from counterweight.service.api.middleware import BodySizeLimit, NoNulInUrl
-from counterweight.service.api.openapi import document_security
+from counterweight.service.api.openapi import document_security, operation_id
+from counterweight.service.api.problems import for_request, problem
 from counterweight.service.api.reads import PollReads
 from counterweight.service.api.storage_calls import StorageCalls
 from counterweight.service.errors import (
@@ -47,7 +49,6 @@ from counterweight.service.errors import (
     PredictInputError,
     QueueFull,
     StorageError,
-    StorageRetryLater,
     SweepError,
     SweepNotFound,
     TooManyInputs,
@@ -64,7 +65,8 @@ from counterweight.service.store.engine import (
 
 log = logging.getLogger(__name__)
 
-# Every domain error a request can meet, and its status; any other is a bug (500).
+# Every domain error a request can meet, and its status; any other is a bug (500). Each
+# answers a problem whose type is named after its class here (service.api.problems).
 ERROR_STATUS: dict[type[DomainError], int] = {
     ArtifactMissing: 404,
     JobNotFound: 404,
@@ -103,26 +105,54 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"field": _field(tuple(e["loc"])), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
     ]
     message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
-    return SafeJSONResponse(status_code=422, content={"detail": message, "errors": errors})
+    return problem(
+        422, message, instance=for_request(request), kind=RequestValidationError, errors=errors
+    )
 
 
-def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    status = next((ERROR_STATUS[c] for c in type(exc).__mro__ if c in ERROR_STATUS), None)
-    if status is None:
-        raise exc  # not a client's doing: the server error it is
-    headers = None
-    if isinstance(exc, StorageRetryLater):
-        headers = {"Retry-After": str(exc.retry_after_seconds)}
-    return SafeJSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
+def _domain_error(request: Request, exc: Exception) -> Response:
+    kind = next((c for c in type(exc).__mro__ if c in ERROR_STATUS), None)
+    if kind is None:
+        raise exc  # not a client's doing: the server error it is (_server_error)
+    return problem(
+        ERROR_STATUS[kind],
+        str(exc),
+        instance=for_request(request),
+        kind=kind,
+        retry_after=getattr(exc, "retry_after_seconds", None),
+    )
 
 
-def _database_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """What routing, auth and the body cap refuse (404, 405, 401, 413, ...): type
+    about:blank. A 405's `Allow` lists every method of the path (service.api.allow)."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = full_allow(request, headers.get("Allow", ""))
+    if exc.status_code < 400:  # not an error (a 304): no body
+        return Response(status_code=exc.status_code, headers=headers)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return problem(exc.status_code, detail, instance=for_request(request), headers=headers)
+
+
+def _server_error(request: Request, exc: Exception) -> Response:
+    """A bug: the client gets a problem saying so, and the exception (re-raised by
+    Starlette after this answer) goes to the server's log with its traceback."""
+    return problem(
+        500,
+        "internal server error: the server's log has the details",
+        instance=for_request(request),
+    )
+
+
+def _database_error(request: Request, exc: Exception) -> Response:
     """A database that cannot be written or reached is DatabaseUnavailable (503, saying
     why, and logged: the operator must act); any other database error is a bug (500)."""
     refused = unavailable(exc)
@@ -166,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Training as a service for class-imbalanced learning.",
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
+        generate_unique_id_function=operation_id,  # `submit_job`, not `submit_job_v1_jobs_post`
         # Every /v1 route, whichever router brings it, needs an API key (service.api.deps).
         dependencies=[Depends(require_key_on_v1)],
     )
@@ -181,7 +212,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(DBAPIError, _database_error)
-    app.add_exception_handler(HTTPException, method_not_allowed)  # every 405's Allow, in full
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _server_error)
     app.include_router(routes_health.router)
     metrics.install(app, app.state.sessions, live_seconds=settings.lease_seconds)
     app.include_router(routes_jobs.router)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from urllib.parse import unquote_to_bytes
 
 from fastapi import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from counterweight.service.api.problems import problem
 
 # Routes that stream their body and enforce their own cap (POST /v1/datasets:
 # COUNTERWEIGHT_MAX_UPLOAD_BYTES), as (method, path).
@@ -36,7 +37,7 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             detail = _too_large(self.max_bytes).detail
-            await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
+            await problem(413, detail, instance=scope["path"])(scope, receive, send)
             return
         received = 0
 
@@ -72,4 +73,5 @@ class NoNulInUrl:
         else:
             await self.app(scope, receive, send)
             return
-        await JSONResponse(status_code=status, content={"detail": detail})(scope, receive, send)
+        # No instance: the path is the problem, and a NUL has no place in an answer.
+        await problem(status, detail)(scope, receive, send)

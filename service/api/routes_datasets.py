@@ -15,7 +15,8 @@ from counterweight.service.api.schemas import BuiltinDatasetOut, DatasetPage, Up
 from counterweight.service.api.uploads import receive, store_upload
 from counterweight.service.data.torchvision_formats import TORCHVISION_LAYOUTS, expected_files
 from counterweight.service.errors import DatasetNotFound
-from counterweight.service.store.datasets import get_dataset, list_datasets
+from counterweight.service.store.datasets import get_dataset as find_dataset
+from counterweight.service.store.datasets import list_datasets as find_datasets
 from counterweight.service.store.engine import read_only
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -113,16 +114,18 @@ async def upload_dataset(
 
 
 @router.get("")
-def list_all(sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep) -> DatasetPage:
+def list_datasets(
+    sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
+) -> DatasetPage:
     """The built-in datasets with whether their files are present, then uploads, newest
     first. Not paged: next_cursor is always null."""
     with read_only(sessions) as session:
-        uploads = [UploadedDatasetOut.of(row) for row in list_datasets(session, principal.scope)]
+        uploads = [UploadedDatasetOut.of(row) for row in find_datasets(session, principal.scope)]
     return DatasetPage(data=[*_builtins(settings.resolved_data_root), *uploads])
 
 
 @router.get("/{dataset_id}", responses={404: {"description": "No dataset with this id"}})
-def read_dataset(
+def get_dataset(
     dataset_id: str, sessions: SessionsDep, settings: SettingsDep, principal: PrincipalDep
 ) -> BuiltinDatasetOut | UploadedDatasetOut:
     """An upload by id, or a built-in by name (digits, mnist, fashion_mnist, cifar10,
@@ -132,7 +135,7 @@ def read_dataset(
             return builtin
     with read_only(sessions) as session:
         try:
-            return UploadedDatasetOut.of(get_dataset(session, dataset_id, principal.scope))
+            return UploadedDatasetOut.of(find_dataset(session, dataset_id, principal.scope))
         except DatasetNotFound:
             raise DatasetNotFound(
                 f"no dataset {dataset_id!r}: not an upload id, nor a built-in name "

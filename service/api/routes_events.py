@@ -31,7 +31,7 @@ def _hub(request: Request) -> EventHub:
         404: {"description": "No job with this id"},
     },
 )
-async def job_events(
+async def get_job_events(
     job_id: str,
     request: Request,
     principal: PrincipalDep,

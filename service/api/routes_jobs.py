@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from counterweight.service.api import caching
 from counterweight.service.api.admission import admit
 from counterweight.service.api.auth import Principal
 from counterweight.service.api.deps import (
@@ -21,17 +22,20 @@ from counterweight.service.api.deps import (
     SettingsDep,
     StorageCallsDep,
 )
+from counterweight.service.api.result_schemas import JobMetrics, ModelCard
 from counterweight.service.api.schemas import CancelOut, JobOut, JobPage, ValidationReport
 from counterweight.service.artifacts import CARD, MODEL
 from counterweight.service.errors import JobStateConflict
 from counterweight.service.settings import Settings
 from counterweight.service.spec import JobSpec
-from counterweight.service.store.engine import read_only, transaction
+from counterweight.service.store.engine import dumps_json, read_only, transaction
 from counterweight.service.store.models import Job, JobStatus
 from counterweight.service.store.queue.cancel import request_cancel
 from counterweight.service.store.queue.devices import LIVE_FLEET, Fleet, live_fleet
 from counterweight.service.store.queue.enqueue import enqueue
-from counterweight.service.store.queue.inspect import JOB_STATUS, get_job, list_jobs, visible
+from counterweight.service.store.queue.inspect import JOB_STATUS, visible
+from counterweight.service.store.queue.inspect import get_job as find_job
+from counterweight.service.store.queue.inspect import list_jobs as find_jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -112,7 +116,7 @@ def _fleet_for(
 
 
 @router.get("")
-def list_all(
+def list_jobs(
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
@@ -126,7 +130,7 @@ def list_all(
     spec shows an inline sample_weight as its shape only, {"shape": [N]} (or [N, T]);
     GET /v1/jobs/{id} has the values."""
     with read_only(sessions) as session:
-        jobs, next_cursor = list_jobs(
+        jobs, next_cursor = find_jobs(
             session, status=status, limit=limit, cursor=cursor, tenant=principal.scope
         )
         fleet = _fleet_for(jobs, session, settings)
@@ -134,7 +138,7 @@ def list_all(
 
 
 @router.get("/{job_id}", responses=ERRORS, response_model=JobOut)
-async def read_job(
+async def get_job(
     job_id: str, reads: PollReadsDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
     """The job's status and progress: what clients poll, so the leanest read there is
@@ -166,7 +170,7 @@ def succeeded_job(
 ) -> Job:
     """The caller's job, if it has succeeded; else a conflict naming what they wanted."""
     with read_only(sessions) as session:
-        job = get_job(session, job_id, principal.scope)
+        job = find_job(session, job_id, principal.scope)
     if job.status != JobStatus.succeeded:
         raise JobStateConflict(
             f"job {job_id} is {job.status.value}; its {what} exists once it has succeeded"
@@ -174,46 +178,73 @@ def succeeded_job(
     return job
 
 
-@router.get("/{job_id}/metrics", responses=ERRORS)
-def job_metrics(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> dict[str, Any]:
+@router.get("/{job_id}/metrics", responses=ERRORS, response_model=JobMetrics)
+def get_job_metrics(job_id: str, sessions: SessionsDep, principal: PrincipalDep) -> Response:
     """Per-epoch validation history and the final test evaluation (DESIGN.md section 5)."""
     job = succeeded_job(sessions, principal, job_id, "metrics")
     assert job.result is not None
-    return job.result
+    # Served as the worker stored it (JobMetrics describes it; more fields are welcome).
+    return Response(dumps_json(job.result).encode("ascii"), media_type="application/json")
 
 
 @router.get(
     "/{job_id}/model",
-    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        **ERRORS,
+        **caching.NOT_MODIFIED,
+        200: {"content": {"application/octet-stream": {}}, "description": "safetensors"},
+    },
     response_class=FileResponse,
 )
-async def job_model(
+async def get_job_model(
     job_id: str,
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     storage: StorageCallsDep,
-) -> FileResponse:
-    """The selected checkpoint's weights as safetensors; the model card says how to use them."""
+    if_none_match: caching.IfNoneMatch = None,
+) -> Response:
+    """The selected checkpoint's weights as safetensors; the model card says how to use
+    them. Immutable: an ETag, and a 304 for If-None-Match (service.api.caching)."""
     # Async, as every route that may wait for the artifact store: the wait holds no
     # thread (service.api.storage_calls); the database read runs on one.
     job = await run_in_threadpool(succeeded_job, sessions, principal, job_id, "model")
+    tag = caching.etag(job, MODEL)
+    if (unchanged := caching.not_modified(if_none_match, tag)) is not None:
+        return unchanged
     path = await storage.job_file(settings, job.id, MODEL)
     return FileResponse(
-        path, media_type="application/octet-stream", filename=f"{job.id}.safetensors"
+        path,
+        media_type="application/octet-stream",
+        filename=f"{job.id}.safetensors",
+        headers=caching.headers(tag),
     )
 
 
-@router.get("/{job_id}/model/card", responses=ERRORS)
-async def job_model_card(
+@router.get(
+    "/{job_id}/model/card",
+    responses={**ERRORS, **caching.NOT_MODIFIED},
+    response_model=ModelCard,
+)
+async def get_model_card(
     job_id: str,
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     storage: StorageCallsDep,
-) -> JSONResponse:
-    """Architecture, classes, input shape and normalisation, spec and metrics of the model."""
+    if_none_match: caching.IfNoneMatch = None,
+) -> Response:
+    """Architecture, classes, input shape and normalisation, spec and metrics of the
+    model. Immutable, as the model."""
     job = await run_in_threadpool(succeeded_job, sessions, principal, job_id, "model card")
+    tag = caching.etag(job, CARD)
+    if (unchanged := caching.not_modified(if_none_match, tag)) is not None:
+        return unchanged
     path = await storage.job_file(settings, job.id, CARD)
-    # Parsed and rendered on a thread: a card holds the spec, inline weights included.
-    return await run_in_threadpool(lambda: JSONResponse(json.loads(path.read_text())))
+
+    def render() -> Response:
+        # On a thread: a card holds the spec, inline weights included.
+        card = dumps_json(json.loads(path.read_text())).encode("ascii")
+        return Response(card, media_type="application/json", headers=caching.headers(tag))
+
+    return await run_in_threadpool(render)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from counterweight.service.api import caching
 from counterweight.service.api.deps import (
     PrincipalDep,
     SessionsDep,
@@ -32,22 +33,28 @@ router = APIRouter(prefix="/v1/jobs", tags=["results"])
 
 @router.get(
     "/{job_id}/plots/{name}.png",
-    responses={**ERRORS, 200: {"content": {"image/png": {}}}},
+    responses={**ERRORS, **caching.NOT_MODIFIED, 200: {"content": {"image/png": {}}}},
     response_class=FileResponse,
 )
-async def job_plot(
+async def get_job_plot(
     job_id: str,
     name: str,
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     storage: StorageCallsDep,
-) -> FileResponse:
-    """A plot rendered when the job ended; the job's metrics list the names (`plots`)."""
+    if_none_match: caching.IfNoneMatch = None,
+) -> Response:
+    """A plot rendered when the job ended; the job's metrics list the names (`plots`).
+    Immutable, as the model (service.api.caching)."""
     job = await run_in_threadpool(succeeded_job, sessions, principal, job_id, "plots")
     listed = list((job.result or {}).get("plots") or [])
-    path = await storage.job_file(settings, job.id, checked_plot_name(job.id, name, listed))
-    return FileResponse(path, media_type="image/png")
+    file_name = checked_plot_name(job.id, name, listed)
+    tag = caching.etag(job, file_name)
+    if (unchanged := caching.not_modified(if_none_match, tag)) is not None:
+        return unchanged
+    path = await storage.job_file(settings, job.id, file_name)
+    return FileResponse(path, media_type="image/png", headers=caching.headers(tag))
 
 
 @router.post(
@@ -59,7 +66,7 @@ async def job_plot(
     response_model=PredictResponse,
     response_model_by_alias=True,
 )
-async def job_predict(
+async def predict(
     job_id: str,
     body: PredictRequest,
     request: Request,
@@ -97,9 +104,10 @@ def _new_model_cache(capacity: int) -> ModelCache:
 
 
 def _predictions(loaded: LoadedModel, body: PredictRequest, max_inputs: int) -> bytes:
-    from counterweight.service.api import predict  # imported already (_new_model_cache)
+    # Imported already (_new_model_cache); named apart from the route, `predict`.
+    from counterweight.service.api import predict as inference
 
-    batch = predict.to_batch(body.inputs, loaded, max_inputs)
-    predictions = predict.predict(loaded, batch, body.priors)
+    batch = inference.to_batch(body.inputs, loaded, max_inputs)
+    predictions = inference.predict(loaded, batch, body.priors)
     answer = PredictResponse.model_validate({"predictions": predictions})
     return dumps_json(answer.model_dump(mode="json", by_alias=True)).encode("ascii")

@@ -12,7 +12,8 @@ from counterweight.service.api.admission import admit
 from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep, StorageCallsDep
 from counterweight.service.api.schemas import SweepIn, SweepOut
 from counterweight.service.store.engine import read_only, transaction
-from counterweight.service.store.sweeps import create_sweep, get_sweep
+from counterweight.service.store.sweeps import create_sweep
+from counterweight.service.store.sweeps import get_sweep as find_sweep
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -56,9 +57,9 @@ def submit_sweep(
 
 
 @router.get("/{sweep_id}", responses=ERRORS)
-def read_sweep(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> SweepOut:
+def get_sweep(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> SweepOut:
     with read_only(sessions) as session:
-        sweep, jobs = get_sweep(session, sweep_id, principal.scope)
+        sweep, jobs = find_sweep(session, sweep_id, principal.scope)
     return SweepOut.of(sweep, jobs)
 
 
@@ -67,11 +68,11 @@ def read_sweep(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) ->
     responses={**ERRORS, 200: {"content": {"image/png": {}}}},
     response_class=Response,
 )
-def compare_plot(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> Response:
+def get_sweep_plot(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> Response:
     """Each cell's mean test metrics with sample-std error bars, rendered from the jobs
     that have succeeded so far."""
     with read_only(sessions) as session:
-        sweep, jobs = get_sweep(session, sweep_id, principal.scope)
+        sweep, jobs = find_sweep(session, sweep_id, principal.scope)
     rows, _ = sweeps.table(sweep, jobs)
     return Response(content=_compare_png(rows), media_type="image/png")
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field
 
 from counterweight.service.api import sweeps
+from counterweight.service.api.result_schemas import SweepProgress, SweepRow
 from counterweight.service.data.npz import DatasetKind
 from counterweight.service.store.models import Dataset, Job, JobStatus, Sweep
 from counterweight.service.store.queue.devices import Fleet
@@ -247,11 +248,11 @@ class SweepOut(BaseModel):
         description="queued, running, succeeded (every job did), or failed (every job ended "
         "and at least one failed or was cancelled)."
     )
-    progress: dict[str, Any] = Field(
+    progress: SweepProgress = Field(
         description="ended, total and fraction of the jobs, and the count of each job status."
     )
     job_ids: list[str] = Field(description="In grid order, the last grid path varying fastest.")
-    table: list[dict[str, Any]] = Field(
+    table: list[SweepRow] = Field(
         description="One row per grid cell (the grid values except train.seed): `cell`, `n` "
         "(succeeded jobs), `jobs`, and for balanced_accuracy, macro_f1 and minority_recall "
         "(test split) the `mean` and sample `std` (ddof=1; null with fewer than 2) over `n`."

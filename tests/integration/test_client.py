@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -217,3 +219,73 @@ def test_wait_polls_a_server_without_events() -> None:
         assert client.wait("j1", on_progress=seen.append, timeout=30).status == "succeeded"
     assert [e.data["status"] for e in seen if e.type == "status"] == ["running", "succeeded"]
     assert [e.data["epoch"] for e in seen if e.type == "progress"] == [1, 2, 3]
+
+
+def live_events_app(seen_first: threading.Event, held: list[bool]) -> FastAPI:
+    """Sends `running`, then holds the stream open until the client has seen that event
+    (at most 10 s), then ends the job. `held` records whether the client saw it live."""
+    app = FastAPI()
+
+    @app.get("/v1/jobs/{job_id}/events")
+    async def stream() -> StreamingResponse:
+        async def body() -> AsyncIterator[str]:
+            yield _sse(1, "status", {"status": "running"})
+            for _ in range(200):
+                if seen_first.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            held.append(seen_first.is_set())
+            yield _sse(2, "status", {"status": "succeeded"})
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    @app.get("/v1/jobs/{job_id}")
+    async def read(job_id: str) -> dict[str, Any]:
+        return _job("succeeded")
+
+    return app
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_wait_hands_each_event_over_as_it_comes(kind: str) -> None:
+    """A progress bar is live: the first event reaches on_progress while the stream is
+    still open, not when the job has ended."""
+    seen_first, held = threading.Event(), []
+
+    def on_progress(event: JobEvent) -> None:
+        if event.id == 1:
+            seen_first.set()
+
+    async def scenario(url: str) -> None:
+        async with AsyncClient(url, retry=FAST) as client:
+            await client.wait("j1", on_progress=on_progress, timeout=30)
+
+    with ThreadedUvicorn(live_events_app(seen_first, held)) as url:
+        if kind == "sync":
+            with Client(url, retry=FAST) as client:
+                client.wait("j1", on_progress=on_progress, timeout=30)
+        else:
+            asyncio.run(scenario(url))
+    assert held == [True]
+
+
+def test_wait_retries_a_refused_stream_after_its_retry_after() -> None:
+    opened: list[float] = []
+    app = FastAPI()
+
+    @app.get("/v1/jobs/{job_id}/events")
+    async def stream() -> Response:
+        opened.append(time.monotonic())
+        if len(opened) == 1:
+            return JSONResponse({"detail": "busy"}, status_code=503, headers={"Retry-After": "1"})
+        return StreamingResponse(
+            iter([_sse(1, "status", {"status": "succeeded"})]), media_type="text/event-stream"
+        )
+
+    @app.get("/v1/jobs/{job_id}")
+    async def read(job_id: str) -> dict[str, Any]:
+        return _job("running" if len(opened) < 2 else "succeeded")
+
+    with ThreadedUvicorn(app) as url, Client(url, retry=FAST) as client:
+        assert client.wait("j1", timeout=30).status == "succeeded"
+    assert len(opened) == 2 and opened[1] - opened[0] >= 1  # not FAST's 0.01 s backoff

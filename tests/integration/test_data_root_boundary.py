@@ -171,7 +171,7 @@ def test_submit_and_validate_refuse_a_link_out_at_every_level(
     for level, (path, message) in levels.items():
         for response in post_both(client, {"name": "image_folder", "path": path}):
             assert response.status_code == 422, (level, response.text)
-            assert response.json() == {"detail": message}, level
+            assert response.json()["detail"] == message, level
     assert client.get("/v1/jobs").json()["data"] == []
 
 
@@ -285,4 +285,4 @@ def test_a_path_that_cannot_be_resolved_is_a_422_naming_it(
     for path, message in cases.items():
         for response in post_both(client, {"name": "image_folder", "path": path}):
             assert response.status_code == 422, (path[:20], response.text)
-            assert response.json() == {"detail": message}
+            assert response.json()["detail"] == message

@@ -46,7 +46,7 @@ def allow(response: httpx.Response) -> set[str]:
 def test_every_405_lists_every_method_of_its_path(client: httpx.Client) -> None:
     options = client.options("/v1/datasets")
     assert (options.status_code, allow(options)) == (405, {"GET", "POST"})
-    assert options.json() == {"detail": "Method Not Allowed"}
+    assert options.json()["detail"] == "Method Not Allowed"
 
     documented = methods_by_path(client.get("/openapi.json").json())
     paths = {concrete(template) for template in documented} | UNDOCUMENTED
