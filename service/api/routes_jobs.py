@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import AfterValidator
 from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -24,14 +26,21 @@ from counterweight.service.api.deps import (
 from counterweight.service.api.schemas import CancelOut, JobOut, JobPage, ValidationReport
 from counterweight.service.artifacts import CARD, MODEL
 from counterweight.service.errors import JobStateConflict
+from counterweight.service.labels import MAX_LABELS, parse_filter
 from counterweight.service.settings import Settings
-from counterweight.service.spec import JobSpec
+from counterweight.service.spec import JobSpec, LossType
 from counterweight.service.store.engine import read_only, transaction
 from counterweight.service.store.models import Job, JobStatus
 from counterweight.service.store.queue.cancel import request_cancel
 from counterweight.service.store.queue.devices import LIVE_FLEET, Fleet, live_fleet
 from counterweight.service.store.queue.enqueue import enqueue
-from counterweight.service.store.queue.inspect import JOB_STATUS, get_job, list_jobs, visible
+from counterweight.service.store.queue.inspect import (
+    JOB_STATUS,
+    JobFilter,
+    get_job,
+    list_jobs,
+    visible,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -111,23 +120,62 @@ def _fleet_for(
     return live_fleet(session, stale_after_seconds=settings.lease_seconds)
 
 
+def _label_filters(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        parse_filter(value)  # ValueError: a 422 naming `label` and what was expected
+    return values
+
+
+LabelFilters = Annotated[
+    tuple[str, ...],
+    Query(
+        max_length=MAX_LABELS,
+        description="key:value (repeat for more: a job must have every one)",
+    ),
+    AfterValidator(_label_filters),
+]
+Moment = Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC")]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 @router.get("")
 def list_all(
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     status: JobStatus | None = None,
+    label: LabelFilters = (),
+    dataset: Annotated[
+        str | None, Query(max_length=64, description="A built-in's name or an upload's id")
+    ] = None,
+    loss_type: LossType | None = None,
+    created_after: Moment = None,
+    created_before: Moment = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[
         str | None, Query(min_length=1, description="`next_cursor` of the previous page")
     ] = None,
 ) -> JobPage:
-    """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page. Each
-    spec shows an inline sample_weight as its shape only, {"shape": [N]} (or [N, T]);
-    GET /v1/jobs/{id} has the values."""
+    """Jobs, newest first, that match every filter given; pass `next_cursor` back as
+    `cursor` (with the same filters) for the next page. Each spec shows an inline
+    sample_weight as its shape only, {"shape": [N]} (or [N, T]); GET /v1/jobs/{id} has
+    the values."""
+    where = JobFilter(
+        status=status,
+        labels=tuple(parse_filter(text) for text in label),
+        dataset=dataset,
+        loss_type=loss_type,
+        created_after=_utc(created_after),
+        created_before=_utc(created_before),
+    )
     with read_only(sessions) as session:
         jobs, next_cursor = list_jobs(
-            session, status=status, limit=limit, cursor=cursor, tenant=principal.scope
+            session, limit=limit, cursor=cursor, tenant=principal.scope, where=where
         )
         fleet = _fleet_for(jobs, session, settings)
         return JobPage(data=[JobOut.of(job, fleet) for job in jobs], next_cursor=next_cursor)

@@ -36,6 +36,8 @@ def submit_sweep(
     stored_uploads: set[str] = set()  # each upload is looked for in the store once
     sweeps.check_inline_weights(body.base, body.grid, settings.max_inline_weights)
     combinations = sweeps.expand(body.base, body.grid)
+    for combination in combinations:  # each job carries the sweep's labels too
+        sweeps.add_labels(combination.spec, body.labels)
     specs = sweeps.validate(
         combinations,
         settings.resolved_data_root,
@@ -48,6 +50,7 @@ def submit_sweep(
             body.base,
             body.grid,
             specs,
+            labels=body.labels,
             tenant=principal.tenant,
             max_queued=settings.max_queued_jobs_per_tenant,
         )

@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from counterweight.service.api import sweeps
 from counterweight.service.data.npz import DatasetKind
+from counterweight.service.labels import LABELS_HELP, Labels
 from counterweight.service.store.models import Dataset, Job, JobStatus, Sweep
 from counterweight.service.store.queue.devices import Fleet
 
@@ -56,6 +57,7 @@ class JobOut(BaseModel):
         description="The job spec with its defaults. In listings (GET /v1/jobs), an inline "
         'sample_weight is shown by its shape alone, {"shape": [N]} or {"shape": [N, T]}.'
     )
+    labels: dict[str, str] = Field(description="The client's labels (the spec's `labels`).")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -81,6 +83,7 @@ class JobOut(BaseModel):
             progress=ProgressOut.model_validate(job.progress) if job.progress else None,
             error=job.error,
             spec=job.spec,
+            labels=job.spec.get("labels") or {},  # a job from before labels has none
             created_at=as_utc(job.created_at) or job.created_at,
             started_at=as_utc(job.started_at),
             finished_at=as_utc(job.finished_at),
@@ -239,10 +242,16 @@ class SweepIn(BaseModel):
         description='{"<dotted.path>": [values...]}, e.g. {"loss.type": ["cross_entropy", '
         f'"focal"], "train.seed": [0, 1]}}: one job per combination, at most {sweeps.MAX_JOBS}.'
     )
+    labels: Labels = Field(
+        default_factory=dict,
+        description=f"The sweep's labels; each of its jobs gets them too, over the base "
+        f"spec's. {LABELS_HELP}",
+    )
 
 
 class SweepOut(BaseModel):
     id: str
+    labels: dict[str, str]
     status: str = Field(
         description="queued, running, succeeded (every job did), or failed (every job ended "
         "and at least one failed or was cancelled)."
@@ -263,6 +272,7 @@ class SweepOut(BaseModel):
         statuses = [job.status for job in jobs]
         return cls(
             id=sweep.id,
+            labels=sweep.labels,
             status=sweeps.sweep_status(statuses),
             progress=sweeps.progress(statuses),
             job_ids=job_ids,

@@ -22,6 +22,7 @@ def create_sweep(
     grid: dict[str, list[Any]],
     specs: Sequence[JobSpec],
     *,
+    labels: dict[str, str] | None = None,
     tenant: str = DEFAULT_TENANT,
     max_queued: int | None = None,
 ) -> tuple[Sweep, list[Job]]:
@@ -29,7 +30,7 @@ def create_sweep(
     transaction; QueueFull if they would take the tenant past `max_queued` queued jobs."""
     if max_queued is not None:
         check_queue(session, tenant, max_queued, adding=len(specs))
-    sweep = Sweep(base=base, grid=grid, tenant=tenant)
+    sweep = Sweep(base=base, grid=grid, labels=labels or {}, tenant=tenant)
     session.add(sweep)
     session.flush()
     jobs = []
