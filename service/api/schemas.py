@@ -122,6 +122,23 @@ def cancel_outcome(job: Job, heartbeat_seconds: float) -> str:
     )
 
 
+class AttemptLogOut(BaseModel):
+    attempt: int
+    lines: list[str] = Field(description="The worker's lines about the job, oldest first.")
+    complete: bool = Field(
+        description="The attempt ended and its log is whole; false while it runs, or when "
+        "its worker died (the lines are those shipped before)."
+    )
+
+
+class JobLogsOut(BaseModel):
+    job_id: str
+    status: JobStatus
+    attempts: list[AttemptLogOut] = Field(
+        description="Every attempt that logged a line, in order (a retry is a new attempt)."
+    )
+
+
 class JobPage(BaseModel):
     data: list[JobOut]
     next_cursor: str | None
