@@ -1,5 +1,5 @@
 """labels on jobs (a table indexed by key and value) and sweeps; jobs: dataset and loss
-type to filter on
+type to filter on, when deleted and when their files were removed; store usage per tenant
 
 Revision ID: 0010
 Revises: 0009
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from counterweight.service.store.clock import db_now
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -30,9 +32,24 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("dataset", sa.String(64), nullable=True))
         batch.add_column(sa.Column("loss_type", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(
+            sa.Column("artifacts_removed_at", sa.DateTime(timezone=True), nullable=True)
+        )
         batch.create_index("ix_jobs_dataset", ["dataset", "status"])
+        batch.create_index("ix_jobs_artifacts_kept", ["artifacts_removed_at", "finished_at"])
     with op.batch_alter_table("sweeps") as batch:
         batch.add_column(sa.Column("labels", sa.JSON(), server_default="{}", nullable=False))
+    op.create_table(
+        "store_usage",
+        sa.Column("tenant", sa.String(64), primary_key=True),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.Column("files", sa.Integer(), nullable=False),
+        sa.Column(
+            "measured_at", sa.DateTime(timezone=True), server_default=db_now(), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("tenant", name="pk_store_usage"),
+    )
     _backfill_filters()
 
 
@@ -58,10 +75,14 @@ def _filters(spec: object) -> tuple[str | None, str | None]:
 
 
 def downgrade() -> None:
+    op.drop_table("store_usage")
     with op.batch_alter_table("sweeps") as batch:
         batch.drop_column("labels")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_index("ix_jobs_artifacts_kept")
         batch.drop_index("ix_jobs_dataset")
+        batch.drop_column("artifacts_removed_at")
+        batch.drop_column("deleted_at")
         batch.drop_column("loss_type")
         batch.drop_column("dataset")
     op.drop_index("ix_job_labels_key_value", table_name="job_labels")

@@ -61,7 +61,7 @@ def read_attempts(
 
 
 def _status(sessions: sessionmaker[Session], job_id: str) -> tuple[JobStatus, int] | None:
-    """The job's status and attempt; None once it is gone."""
+    """The job's status and attempt; None once it is gone (deleted meanwhile)."""
     with read_only(sessions) as session:
         row = session.execute(select(Job.status, Job.attempt).where(Job.id == job_id)).first()
     return None if row is None else (row.status, row.attempt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -23,13 +24,21 @@ from counterweight.service.api.deps import (
     SettingsDep,
     StorageCallsDep,
 )
-from counterweight.service.api.schemas import CancelOut, JobOut, JobPage, ValidationReport
+from counterweight.service.api.janitor import clear_jobs
+from counterweight.service.api.schemas import (
+    CancelOut,
+    JobDeleted,
+    JobOut,
+    JobPage,
+    ValidationReport,
+)
 from counterweight.service.artifacts import CARD, MODEL
-from counterweight.service.errors import JobStateConflict
+from counterweight.service.errors import ArtifactMissing, JobStateConflict, StorageRetryLater
 from counterweight.service.labels import MAX_LABELS, parse_filter
 from counterweight.service.settings import Settings
 from counterweight.service.spec import JobSpec, LossType
 from counterweight.service.store.engine import read_only, transaction
+from counterweight.service.store.lifecycle import delete_job
 from counterweight.service.store.models import Job, JobStatus
 from counterweight.service.store.queue.cancel import request_cancel
 from counterweight.service.store.queue.devices import LIVE_FLEET, Fleet, live_fleet
@@ -209,15 +218,44 @@ def cancel_job(
         return CancelOut.of_cancel(job, settings.heartbeat_seconds)
 
 
+@router.delete("/{job_id}", responses={404: ERRORS[404]})
+def delete(
+    job_id: str,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    storage: StorageCallsDep,
+) -> JobDeleted:
+    """Cancel the job if it has not ended (as POST /v1/jobs/{id}/cancel), hide it (a 404
+    from then on, and gone from listings), and remove its files from the artifact store:
+    now if it has ended, else once it has (`files` says which). Deleting it again
+    answers the same."""
+    with transaction(sessions) as session:
+        job = delete_job(session, job_id, principal.scope)
+    files_kept = job.artifacts_removed_at is None
+    if files_kept and job.status.is_terminal:
+        what = f"job {job.id}: removing its files from the artifact store"
+        with suppress(StorageRetryLater):  # else the janitor's next pass removes them
+            files_kept = not storage.run(what, clear_jobs, sessions, settings, job.id)
+    return JobDeleted(id=job.id, status=job.status, files="pending" if files_kept else "removed")
+
+
 def succeeded_job(
     sessions: sessionmaker[Session], principal: Principal, job_id: str, what: str
 ) -> Job:
-    """The caller's job, if it has succeeded; else a conflict naming what they wanted."""
+    """The caller's job, if it has succeeded and its files are kept (its metrics are
+    in the database: served whatever happened to its files); else why not."""
     with read_only(sessions) as session:
         job = get_job(session, job_id, principal.scope)
     if job.status != JobStatus.succeeded:
         raise JobStateConflict(
             f"job {job_id} is {job.status.value}; its {what} exists once it has succeeded"
+        )
+    if job.artifacts_removed_at is not None and what != "metrics":
+        removed = job.artifacts_removed_at.strftime("%Y-%m-%d %H:%M UTC")
+        raise ArtifactMissing(
+            f"job {job_id}'s files were removed from the artifact store at {removed} "
+            "(COUNTERWEIGHT_RETENTION_DAYS); its metrics are kept"
         )
     return job
 

@@ -139,6 +139,22 @@ class JobLogsOut(BaseModel):
     )
 
 
+class JobDeleted(BaseModel):
+    """The answer to DELETE /v1/jobs/{id}, the same for a job deleted before."""
+
+    id: str
+    deleted: Literal[True] = True
+    status: JobStatus = Field(
+        description="Its status as deleted: a job deleted while running ends `cancelled` "
+        "once its worker sees the cancel (within about COUNTERWEIGHT_HEARTBEAT_SECONDS)."
+    )
+    files: Literal["removed", "pending"] = Field(
+        description="removed: its files are gone from the artifact store; pending: they go "
+        "once the job has ended and its worker's last copies are in (about "
+        "COUNTERWEIGHT_LEASE_SECONDS), at the next pass of COUNTERWEIGHT_JANITOR_SECONDS."
+    )
+
+
 class JobPage(BaseModel):
     data: list[JobOut]
     next_cursor: str | None
@@ -295,6 +311,21 @@ class SweepOut(BaseModel):
             job_ids=job_ids,
             table=rows,
         )
+
+
+class SweepSummary(BaseModel):
+    """A sweep in GET /v1/sweeps: GET /v1/sweeps/{id} has its jobs and table."""
+
+    id: str
+    labels: dict[str, str]
+    status: str
+    progress: dict[str, Any]
+    created_at: UtcTime
+
+
+class SweepPage(BaseModel):
+    data: list[SweepSummary]
+    next_cursor: str | None
 
 
 # --- workers, health ----------------------------------------------------------------------

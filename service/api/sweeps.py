@@ -208,7 +208,8 @@ def sweep_status(statuses: Sequence[JobStatus]) -> str:
 def progress(statuses: Sequence[JobStatus]) -> dict[str, Any]:
     ended = sum(s.is_terminal for s in statuses)
     counts = {s.value: sum(x == s for x in statuses) for s in JobStatus}
-    return {"ended": ended, "total": len(statuses), "fraction": ended / len(statuses), **counts}
+    fraction = ended / len(statuses) if statuses else 0.0  # every job deleted: none left
+    return {"ended": ended, "total": len(statuses), "fraction": fraction, **counts}
 
 
 def job_metrics(result: dict[str, Any]) -> dict[str, float | None]:

@@ -142,6 +142,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # DELETE /v1/jobs/{id}: hidden from every read from then on (a 404, as a missing job).
+    deleted_at: Mapped[datetime | None]
+    # When the janitor removed the job's files from the artifact store (a deleted job's,
+    # or by COUNTERWEIGHT_RETENTION_DAYS); null while they are kept.
+    artifacts_removed_at: Mapped[datetime | None]
 
     __table_args__ = (
         # The claim query filters on status and orders by priority, then age.
@@ -152,6 +157,8 @@ class Job(Base):
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         # DELETE /v1/datasets/{id} looks for the queued and running jobs of an upload.
         Index("ix_jobs_dataset", "dataset", "status"),
+        # The janitor's scan: ended jobs whose files are still kept, oldest first.
+        Index("ix_jobs_artifacts_kept", "artifacts_removed_at", "finished_at"),
     )
 
 
@@ -262,3 +269,15 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
     revoked_at: Mapped[datetime | None]
+
+
+class StoreUsage(Base):
+    """What each tenant keeps in the artifact store (job files and uploads), as the
+    janitor last measured it (service.api.janitor); GET /metrics shows it."""
+
+    __tablename__ = "store_usage"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    files: Mapped[int] = mapped_column(Integer)
+    measured_at: Mapped[datetime] = mapped_column(server_default=db_now())

@@ -9,25 +9,13 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
+from tests.acceptance.conftest import SLOW_DIGITS
 from tests.processes import Service
 from tests.s3server import S3Server
 
-SPEC = {
-    "dataset": {"name": "digits"},
-    "model": {"arch": "mlp", "width": 512, "depth": 3},
-    "train": {"epochs": 3, "batch_size": 8, "seed": 1},
-}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[S3Server]:
-    with S3Server(tmp_path) as server:
-        yield server
+SPEC = {**SLOW_DIGITS, "train": {**SLOW_DIGITS["train"], "epochs": 3}}
 
 
 def follow(api: Service, job_id: str, *options: str) -> subprocess.Popen[str]:

@@ -51,6 +51,7 @@ JOB_STATUS = select(
     Job.created_at,
     Job.started_at,
     Job.finished_at,
+    Job.deleted_at,
 ).where(Job.id == bindparam("job_id"))
 
 
@@ -111,14 +112,17 @@ class Owned(Protocol):
     @property
     def tenant(self) -> str: ...
 
+    @property
+    def deleted_at(self) -> datetime | None: ...
+
 
 T = TypeVar("T", bound=Owned)
 
 
 def visible(row: T | None, job_id: str, tenant: str | None) -> T:
-    """A job or a row of JOB_STATUS, if `tenant` may see it: a missing job and another
-    tenant's are the same JobNotFound, so that an id reveals nothing."""
-    if row is None or (tenant is not None and row.tenant != tenant):
+    """A job or a row of JOB_STATUS, if `tenant` may see it: a missing job, a deleted
+    one and another tenant's are the same JobNotFound, so that an id reveals nothing."""
+    if row is None or row.deleted_at is not None or (tenant is not None and row.tenant != tenant):
         raise JobNotFound(job_id)
     return row
 
@@ -146,7 +150,8 @@ def list_jobs(
     """A page of jobs (rows of JOB_LISTING) that match `where`, newest first, and the
     cursor of the next page (None at the end); only `tenant`'s jobs, or every tenant's
     when it is None."""
-    query = JOB_LISTING.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    query = JOB_LISTING.where(Job.deleted_at.is_(None))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     if tenant is not None:
         query = query.where(Job.tenant == tenant)
     if where.status is not None:
