@@ -83,6 +83,11 @@ class AsyncClient:
         response = await self._send("POST", f"/v1/jobs/{job_id}/cancel", idempotent=False)
         return Job.from_json(_core.json_object(response))
 
+    async def delete(self, job_id: str) -> dict[str, Any]:
+        """Cancel the job if it has not ended, hide it and remove its files (Client.delete)."""
+        response = await self._send("DELETE", f"/v1/jobs/{job_id}", idempotent=True)
+        return _core.json_object(response)
+
     async def metrics(self, job_id: str) -> dict[str, Any]:
         return await self._get_json(f"/v1/jobs/{job_id}/metrics")
 

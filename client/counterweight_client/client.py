@@ -82,6 +82,11 @@ class Client:
         response = self._send("POST", f"/v1/jobs/{job_id}/cancel", idempotent=False)
         return Job.from_json(_core.json_object(response))
 
+    def delete(self, job_id: str) -> dict[str, Any]:
+        """Cancel the job if it has not ended, hide it and remove its files: {"id",
+        "deleted", "status", "files": "removed" | "pending"}. Safe to repeat."""
+        return _core.json_object(self._send("DELETE", f"/v1/jobs/{job_id}", idempotent=True))
+
     def metrics(self, job_id: str) -> dict[str, Any]:
         return self._get_json(f"/v1/jobs/{job_id}/metrics")
 

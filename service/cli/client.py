@@ -1,5 +1,5 @@
 """The client commands of `counterweight`: submit, status, wait, metrics, download,
-cancel, logs, sweep and datasets, built on counterweight_client.
+cancel, delete, logs, sweep and datasets, built on counterweight_client.
 
 Human-readable output on stdout, the progress bar on stderr; `--json` prints only JSON
 on stdout (`--wait` makes it two JSON lines: what was created, at once, then the end).
@@ -209,6 +209,13 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    deleted = client.delete(args.id)
+    files = "files removed" if deleted["files"] == "removed" else "files removed once it has ended"
+    output(args, deleted, f"{deleted['id']}  deleted ({deleted['status']}); {files}")
+    return 0
+
+
 def cmd_logs(client: Client, args: argparse.Namespace) -> int:
     """Every attempt's lines; --follow: as they come, until the job ends (exit 1 if it
     did not succeed). With --json, one JSON object a line."""
@@ -349,6 +356,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     download.add_argument("id")
     download.add_argument("-o", "--output", help="file or folder (default: ID.safetensors)")
     add("cancel", cmd_cancel, "cancel a job").add_argument("id")
+    add(
+        "delete", cmd_delete, "delete a job: cancel it if it runs, hide it, remove its files"
+    ).add_argument("id")
     logs = add("logs", cmd_logs, "a job's worker log lines, every attempt")
     logs.add_argument("id")
     logs.add_argument(

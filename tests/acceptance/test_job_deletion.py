@@ -5,6 +5,8 @@ by the worker's last copies; another job's files are untouched."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,5 +72,12 @@ def test_deleting_a_running_job_stops_it_and_removes_every_file(
         assert job_keys(store, kept)  # another job's files stay
         assert api.http.get(f"/v1/jobs/{kept}/model").status_code == 200
         assert api.http.delete(f"/v1/jobs/{job_id}").json()["files"] == "removed"
+        # The CLI's delete says the same, again.
+        command = [sys.executable, "-m", "counterweight.service.cli", "delete", job_id]
+        cli = subprocess.run(
+            [*command, "--url", api.url], env=api.env, capture_output=True, text=True, timeout=60
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert cli.stdout.strip() == f"{job_id}  deleted (cancelled); files removed"
     finally:
         api.stop()
