@@ -17,6 +17,7 @@ MODEL = "model.safetensors"
 CARD = "card.json"
 PLOTS = "plots"  # <job dir>/plots/<name>.png
 PLOT_NAMES = ("curves", "recall", "confusion")
+LOGS = "logs"  # <job dir>/logs/attempt-<n>.log: the worker's lines about the job
 
 
 def job_dir(artifacts_dir: Path, job_id: str) -> Path:
@@ -36,3 +37,8 @@ def plots_dir(workdir: Path) -> Path:
 
 def plot_name(name: str) -> str:
     return f"{PLOTS}/{name}.png"
+
+
+def log_name(attempt: int) -> str:
+    """The file of one attempt's log lines (workers.job_logs)."""
+    return f"{LOGS}/attempt-{attempt}.log"

@@ -26,6 +26,10 @@ class DatasetNotFound(DomainError, LookupError):
     """No uploaded dataset with this id (404)."""
 
 
+class DatasetInUse(DomainError):
+    """An upload that queued or running jobs need cannot be deleted (409)."""
+
+
 class UploadTooLarge(DomainError):
     """An upload, or its arrays once decompressed, exceed a configured cap (413)."""
 

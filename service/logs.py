@@ -77,6 +77,12 @@ class TextFormatter(logging.Formatter):
         return f"{text} [job={job_id}]"
 
 
+def end_of_log(job_id: str, attempt: int) -> str:
+    """The message of the last line of an attempt's log (workers.job_logs): a reader that
+    sees it knows the attempt's log is whole."""
+    return f"job={job_id} attempt {attempt}: end of log"
+
+
 def configure_logging(level: str | None = None, log_format: str | None = None) -> None:
     """Set up the root logger from the arguments or COUNTERWEIGHT_LOG_LEVEL / _LOG_FORMAT.
     (`counterweight api` runs uvicorn without its own logging config, so that its

@@ -39,6 +39,24 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(
         5.0, gt=0, description="How often a worker re-queues jobs whose lease expired."
     )
+    log_upload_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often a worker copies the log of the job it runs to the artifact "
+        "store (GET /v1/jobs/{id}/logs reads it there); also once at the attempt's end.",
+    )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Remove the files of jobs that ended longer ago than this (model, card, "
+        "plots, checkpoint, logs; the job and its metrics stay). Unset: kept for ever.",
+    )
+    janitor_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How often each API process removes the files of deleted jobs and of "
+        "jobs past retention, and measures the artifact store's usage per tenant.",
+    )
     retry_backoff_seconds: float = Field(
         5.0, ge=0, description="Delay before retry n is 2^(n-1) times this, capped at 300 s."
     )

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from counterweight.service.labels import LABELS_HELP, Labels
 from counterweight.service.spec_rules import check_schedule, check_sequence_spec
 
 DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "uploaded"]
@@ -339,6 +340,7 @@ class JobSpec(StrictModel):
     train: TrainSpec = Field(default_factory=TrainSpec)
     priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first.")
     max_attempts: int = Field(3, ge=1, le=20)
+    labels: Labels = Field(default_factory=dict, description=LABELS_HELP)
 
     @field_validator("class_weight", mode="before")
     @classmethod
@@ -372,5 +374,8 @@ class JobSpec(StrictModel):
 
     def fingerprint(self) -> str:
         """Hash of the spec with defaults filled in: equal specs, equal hash."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        spec = self.model_dump(mode="json")
+        if not spec["labels"]:
+            del spec["labels"]  # the hash of a job sent before labels existed stays the same
+        canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

@@ -66,6 +66,7 @@ from counterweight.service.store.queue.notify import JobWaiter
 from counterweight.service.store.queue.sweeper import sweep_expired
 from counterweight.service.store.queue.workers import mark_stopped, register
 from counterweight.workers.heartbeat import Heartbeat, Presence
+from counterweight.workers.job_logs import ShippedLog
 from counterweight.workers.plots import render_plots
 from counterweight.workers.store_calls import (
     CheckpointMirror,
@@ -217,7 +218,10 @@ class Worker:
             )
         if job is None:
             return False
-        with job_logging(job.id):  # every line about this job carries its id
+        shipped = ShippedLog(
+            self.storage, self.settings.home, job.id, job.attempt, self.settings.log_upload_seconds
+        )
+        with job_logging(job.id), shipped:  # every line about this job carries its id
             self._run(job)
         return True
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -85,6 +85,11 @@ class AsyncClient:
         response = await self._send("POST", f"/v1/jobs/{job_id}/cancel", idempotent=False)
         return Job.from_json(_core.json_object(response))
 
+    async def delete(self, job_id: str) -> dict[str, Any]:
+        """Cancel the job if it has not ended, hide it and remove its files (Client.delete)."""
+        response = await self._send("DELETE", f"/v1/jobs/{job_id}", idempotent=True)
+        return _core.json_object(response)
+
     async def metrics(self, job_id: str) -> dict[str, Any]:
         return await self._get_json(f"/v1/jobs/{job_id}/metrics")
 
@@ -110,6 +115,30 @@ class AsyncClient:
             await response.aclose()
         partial.replace(target)
         return target
+
+    async def logs(self, job_id: str) -> dict[str, Any]:
+        """The worker's lines about the job, every attempt (Client.logs)."""
+        return await self._get_json(f"/v1/jobs/{job_id}/logs")
+
+    async def follow_logs(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """The job's log lines as they come, then `end` (Client.follow_logs)."""
+        response = await self._send(
+            "GET",
+            f"/v1/jobs/{job_id}/logs",
+            idempotent=True,
+            stream=True,
+            params={"follow": "true"},
+            timeout=httpx.Timeout(self._timeout, read=_core.EVENTS_READ_TIMEOUT),
+        )
+        parser = _core.EventParser()
+        try:
+            async for text in response.aiter_lines():
+                for event in parser.feed(text):
+                    yield event
+                    if event.type == "end":
+                        return
+        finally:
+            await response.aclose()
 
     async def predict(self, job_id: str, inputs: Iterable[Any]) -> list[Prediction]:
         """Inputs as nested lists in the model card's input shape (arrays are converted

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -83,6 +83,11 @@ class Client:
         # Not idempotent: a repeat after a lost answer would be a 409 for an ended job.
         response = self._send("POST", f"/v1/jobs/{job_id}/cancel", idempotent=False)
         return Job.from_json(_core.json_object(response))
+
+    def delete(self, job_id: str) -> dict[str, Any]:
+        """Cancel the job if it has not ended, hide it and remove its files: {"id",
+        "deleted", "status", "files": "removed" | "pending"}. Safe to repeat."""
+        return _core.json_object(self._send("DELETE", f"/v1/jobs/{job_id}", idempotent=True))
 
     def metrics(self, job_id: str) -> dict[str, Any]:
         return self._get_json(f"/v1/jobs/{job_id}/metrics")
@@ -191,6 +196,34 @@ class Client:
         if left <= 0:
             raise WaitTimeout(f"job {job_id} had not ended when the wait timed out")
         return left
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def logs(self, job_id: str) -> dict[str, Any]:
+        """The worker's lines about the job: {"job_id", "status", "attempts": [{"attempt",
+        "lines", "complete"}]}, every attempt, as the artifact store has them."""
+        return self._get_json(f"/v1/jobs/{job_id}/logs")
+
+    def follow_logs(self, job_id: str) -> Iterator[JobEvent]:
+        """The job's log lines as they come: events `line` (data {"attempt", "line"}),
+        then one `end` (data {"status"}) once the job has ended; the stream stops there."""
+        response = self._send(
+            "GET",
+            f"/v1/jobs/{job_id}/logs",
+            idempotent=True,
+            stream=True,
+            params={"follow": "true"},
+            timeout=httpx.Timeout(self._timeout, read=_core.EVENTS_READ_TIMEOUT),
+        )
+        parser = _core.EventParser()
+        try:
+            for text in response.iter_lines():
+                for event in parser.feed(text):
+                    yield event
+                    if event.type == "end":
+                        return
+        finally:
+            response.close()
 
     # -- sweeps and datasets ---------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from counterweight.service.api.allow import full_allow
 from counterweight.service.api.auth import KeyCache
 from counterweight.service.api.deps import require_key_on_v1
 from counterweight.service.api.events import EventHub
+from counterweight.service.api.janitor import Janitor
 from counterweight.service.api.middleware import BodySizeLimit, NoNulInUrl
 from counterweight.service.api.openapi import document_security, operation_id
 from counterweight.service.api.problems import for_request, problem
@@ -39,6 +40,7 @@ from counterweight.service.errors import (
     BadCursor,
     DatabaseUnavailable,
     DatasetError,
+    DatasetInUse,
     DatasetNotFound,
     DomainError,
     IdempotencyConflict,
@@ -75,6 +77,7 @@ ERROR_STATUS: dict[type[DomainError], int] = {
     BadCursor: 422,
     DatasetError: 422,
     DatasetNotFound: 404,
+    DatasetInUse: 409,
     UploadTooLarge: 413,
     PredictInputError: 422,
     NotAClassifier: 422,  # predict on a sequence labeling job
@@ -171,6 +174,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One poller of job_events for all of this app's event subscribers.
         app.state.event_hub = hub = EventHub(app.state.sessions)
         hub.start()
+        janitor = Janitor(app.state.sessions, settings)
+        janitor.start()
         await app.state.poll_reads.open()
         # What start-up made (modules, classes, the routes) lives as long as the process:
         # out of the collector's sight, a full collection scans only what requests make.
@@ -181,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         gc.unfreeze()
         await hub.stop()
+        await janitor.stop()
         await app.state.poll_reads.close()
         engine.dispose()
         app.state.storage_calls.close()

@@ -3,9 +3,10 @@
 Jobs and workers are read from the database when scraped, not counted in this
 process: the API may run as several processes, restart, or never see a job
 that a worker finished, and the database is what all of them share. Each
-scrape costs three aggregate queries and one read of the recently heard-from
-workers. HTTP latency is the one figure that belongs to the process serving
-the requests, so it is a histogram fed by a middleware, summed over the API's
+scrape costs three aggregate queries, one read of the recently heard-from
+workers and one of the store usage the janitor measured (never a listing of the
+store). HTTP latency is the one figure that belongs to the process serving the
+requests, so it is a histogram fed by a middleware, summed over the API's
 processes when there are several.
 """
 
@@ -38,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from counterweight.service.errors import DatabaseUnavailable
 from counterweight.service.store.availability import check_writable
 from counterweight.service.store.engine import read_only
+from counterweight.service.store.lifecycle import usage_by_tenant
 from counterweight.service.store.models import Job, JobStatus, WorkerRecord
 from counterweight.service.store.queue.workers import is_live
 
@@ -114,7 +116,7 @@ class DatabaseCollector(Collector):
             writable = False  # a read-only database still has figures to show
         try:
             with read_only(self._sessions) as session:
-                metrics = [*self._jobs(session), *self._workers(session)]
+                metrics = [*self._jobs(session), *self._workers(session), *_store(session)]
         except SQLAlchemyError:
             up.add_metric([], 0)
             yield up  # the job and worker figures are unknown, not zero
@@ -174,6 +176,33 @@ class DatabaseCollector(Collector):
         for worker_id, hostname, device, heartbeat_at, _ in rows:
             last.add_metric([worker_id, hostname, device], _utc(heartbeat_at).timestamp())
         return [live, last]
+
+
+def _store(session: Session) -> Sequence[Metric]:
+    """The artifact store's usage per tenant, as the janitor last measured it
+    (service.api.janitor): a scrape never lists the store."""
+    size = GaugeMetricFamily(
+        "counterweight_store_bytes",
+        "Bytes each tenant keeps in the artifact store: job files and uploads ('-': files "
+        "of no known job or upload).",
+        labels=["tenant"],
+    )
+    files = GaugeMetricFamily(
+        "counterweight_store_files",
+        "Files each tenant keeps in the artifact store.",
+        labels=["tenant"],
+    )
+    measured = GaugeMetricFamily(
+        "counterweight_store_usage_measured_timestamp_seconds",
+        "Unix time the usage of each tenant was last measured (every "
+        "COUNTERWEIGHT_JANITOR_SECONDS).",
+        labels=["tenant"],
+    )
+    for tenant, size_bytes, count, measured_at in usage_by_tenant(session):
+        size.add_metric([tenant], size_bytes)
+        files.add_metric([tenant], count)
+        measured.add_metric([tenant], _utc(measured_at).timestamp())
+    return [size, files, measured]
 
 
 class RequestLatency:
@@ -246,6 +275,7 @@ def install(app: FastAPI, sessions: sessionmaker[Session], *, live_seconds: floa
 )
 def metrics(request: Request) -> Response:
     """Prometheus exposition: jobs by status, queue wait and run time, live workers and
-    their heartbeats, HTTP latency. Counts only: no job, dataset or tenant names."""
+    their heartbeats, HTTP latency, the artifact store's usage per tenant. No job or
+    dataset ids; tenant names only on the store's usage."""
     registry: CollectorRegistry = request.app.state.metrics_registry
     return Response(generate_latest(registry), media_type=PROMETHEUS_TEXT)

@@ -11,13 +11,15 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep, StorageCallsDep
+from counterweight.service.api.janitor import remove_upload
 from counterweight.service.api.schemas import BuiltinDatasetOut, DatasetPage, UploadedDatasetOut
 from counterweight.service.api.uploads import receive, store_upload
 from counterweight.service.data.torchvision_formats import TORCHVISION_LAYOUTS, expected_files
 from counterweight.service.errors import DatasetNotFound
 from counterweight.service.store.datasets import get_dataset as find_dataset
 from counterweight.service.store.datasets import list_datasets as find_datasets
-from counterweight.service.store.engine import read_only
+from counterweight.service.store.engine import read_only, transaction
+from counterweight.service.store.lifecycle import check_dataset_unused, delete_dataset_row
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -141,3 +143,29 @@ def get_dataset(
                 f"no dataset {dataset_id!r}: not an upload id, nor a built-in name "
                 f"({', '.join(BUILTIN_NAMES)}, image_folder)"
             ) from None
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        404: {"description": "No upload with this id"},
+        409: {"description": "Queued or running jobs use it"},
+    },
+)
+def delete_dataset(
+    dataset_id: str,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    storage: StorageCallsDep,
+) -> Response:
+    """Remove an upload, its file from the artifact store first; 409 naming the jobs
+    while queued or running jobs use it (ended jobs keep their results)."""
+    with transaction(sessions) as session:
+        dataset = check_dataset_unused(session, dataset_id, principal.scope)
+        what = f"dataset {dataset_id}: removing its file from the artifact store"
+        storage.run(what, remove_upload, settings, dataset_id, until_done=True)
+        delete_dataset_row(session, dataset)
+    return Response(status_code=204)

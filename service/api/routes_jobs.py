@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
+from pydantic import AfterValidator
 from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -22,18 +25,27 @@ from counterweight.service.api.deps import (
     SettingsDep,
     StorageCallsDep,
 )
+from counterweight.service.api.janitor import clear_jobs
 from counterweight.service.api.result_schemas import JobMetrics, ModelCard
-from counterweight.service.api.schemas import CancelOut, JobOut, JobPage, ValidationReport
+from counterweight.service.api.schemas import (
+    CancelOut,
+    JobDeleted,
+    JobOut,
+    JobPage,
+    ValidationReport,
+)
 from counterweight.service.artifacts import CARD, MODEL
-from counterweight.service.errors import JobStateConflict
+from counterweight.service.errors import ArtifactMissing, JobStateConflict, StorageRetryLater
+from counterweight.service.labels import MAX_LABELS, parse_filter
 from counterweight.service.settings import Settings
-from counterweight.service.spec import JobSpec
+from counterweight.service.spec import JobSpec, LossType
 from counterweight.service.store.engine import dumps_json, read_only, transaction
+from counterweight.service.store.lifecycle import delete_job as hide_job
 from counterweight.service.store.models import Job, JobStatus
 from counterweight.service.store.queue.cancel import request_cancel
 from counterweight.service.store.queue.devices import LIVE_FLEET, Fleet, live_fleet
 from counterweight.service.store.queue.enqueue import enqueue
-from counterweight.service.store.queue.inspect import JOB_STATUS, visible
+from counterweight.service.store.queue.inspect import JOB_STATUS, JobFilter, visible
 from counterweight.service.store.queue.inspect import get_job as find_job
 from counterweight.service.store.queue.inspect import list_jobs as find_jobs
 
@@ -115,23 +127,62 @@ def _fleet_for(
     return live_fleet(session, stale_after_seconds=settings.lease_seconds)
 
 
+def _label_filters(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        parse_filter(value)  # ValueError: a 422 naming `label` and what was expected
+    return values
+
+
+LabelFilters = Annotated[
+    tuple[str, ...],
+    Query(
+        max_length=MAX_LABELS,
+        description="key:value (repeat for more: a job must have every one)",
+    ),
+    AfterValidator(_label_filters),
+]
+Moment = Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC")]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 @router.get("")
 def list_jobs(
     sessions: SessionsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     status: JobStatus | None = None,
+    label: LabelFilters = (),
+    dataset: Annotated[
+        str | None, Query(max_length=64, description="A built-in's name or an upload's id")
+    ] = None,
+    loss_type: LossType | None = None,
+    created_after: Moment = None,
+    created_before: Moment = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[
         str | None, Query(min_length=1, description="`next_cursor` of the previous page")
     ] = None,
 ) -> JobPage:
-    """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page. Each
-    spec shows an inline sample_weight as its shape only, {"shape": [N]} (or [N, T]);
-    GET /v1/jobs/{id} has the values."""
+    """Jobs, newest first, that match every filter given; pass `next_cursor` back as
+    `cursor` (with the same filters) for the next page. Each spec shows an inline
+    sample_weight as its shape only, {"shape": [N]} (or [N, T]); GET /v1/jobs/{id} has
+    the values."""
+    where = JobFilter(
+        status=status,
+        labels=tuple(parse_filter(text) for text in label),
+        dataset=dataset,
+        loss_type=loss_type,
+        created_after=_utc(created_after),
+        created_before=_utc(created_before),
+    )
     with read_only(sessions) as session:
         jobs, next_cursor = find_jobs(
-            session, status=status, limit=limit, cursor=cursor, tenant=principal.scope
+            session, limit=limit, cursor=cursor, tenant=principal.scope, where=where
         )
         fleet = _fleet_for(jobs, session, settings)
         return JobPage(data=[JobOut.of(job, fleet) for job in jobs], next_cursor=next_cursor)
@@ -165,15 +216,44 @@ def cancel_job(
         return CancelOut.of_cancel(job, settings.heartbeat_seconds)
 
 
+@router.delete("/{job_id}", responses={404: ERRORS[404]})
+def delete_job(
+    job_id: str,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    storage: StorageCallsDep,
+) -> JobDeleted:
+    """Cancel the job if it has not ended (as POST /v1/jobs/{id}/cancel), hide it (a 404
+    from then on, and gone from listings), and remove its files from the artifact store:
+    now if it has ended, else once it has (`files` says which). Deleting it again
+    answers the same."""
+    with transaction(sessions) as session:
+        job = hide_job(session, job_id, principal.scope)
+    files_kept = job.artifacts_removed_at is None
+    if files_kept and job.status.is_terminal:
+        what = f"job {job.id}: removing its files from the artifact store"
+        with suppress(StorageRetryLater):  # else the janitor's next pass removes them
+            files_kept = not storage.run(what, clear_jobs, sessions, settings, job.id)
+    return JobDeleted(id=job.id, status=job.status, files="pending" if files_kept else "removed")
+
+
 def succeeded_job(
     sessions: sessionmaker[Session], principal: Principal, job_id: str, what: str
 ) -> Job:
-    """The caller's job, if it has succeeded; else a conflict naming what they wanted."""
+    """The caller's job, if it has succeeded and its files are kept (its metrics are
+    in the database: served whatever happened to its files); else why not."""
     with read_only(sessions) as session:
         job = find_job(session, job_id, principal.scope)
     if job.status != JobStatus.succeeded:
         raise JobStateConflict(
             f"job {job_id} is {job.status.value}; its {what} exists once it has succeeded"
+        )
+    if job.artifacts_removed_at is not None and what != "metrics":
+        removed = job.artifacts_removed_at.strftime("%Y-%m-%d %H:%M UTC")
+        raise ArtifactMissing(
+            f"job {job_id}'s files were removed from the artifact store at {removed} "
+            "(COUNTERWEIGHT_RETENTION_DAYS); its metrics are kept"
         )
     return job
 

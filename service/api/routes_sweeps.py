@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from counterweight.service.api import sweeps
 from counterweight.service.api.admission import admit
 from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep, StorageCallsDep
-from counterweight.service.api.schemas import SweepIn, SweepOut
+from counterweight.service.api.schemas import SweepIn, SweepOut, SweepPage, SweepSummary
 from counterweight.service.store.engine import read_only, transaction
+from counterweight.service.store.sweeps import cancel_sweep as cancel_sweep_jobs
 from counterweight.service.store.sweeps import create_sweep
 from counterweight.service.store.sweeps import get_sweep as find_sweep
+from counterweight.service.store.sweeps import list_sweeps as find_sweeps
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -37,6 +39,8 @@ def submit_sweep(
     stored_uploads: set[str] = set()  # each upload is looked for in the store once
     sweeps.check_inline_weights(body.base, body.grid, settings.max_inline_weights)
     combinations = sweeps.expand(body.base, body.grid)
+    for combination in combinations:  # each job carries the sweep's labels too
+        sweeps.add_labels(combination.spec, body.labels)
     specs = sweeps.validate(
         combinations,
         settings.resolved_data_root,
@@ -49,11 +53,50 @@ def submit_sweep(
             body.base,
             body.grid,
             specs,
+            labels=body.labels,
             tenant=principal.tenant,
             max_queued=settings.max_queued_jobs_per_tenant,
         )
     response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
     return SweepOut.of(sweep, jobs)
+
+
+@router.get("")
+def list_sweeps(
+    sessions: SessionsDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None, Query(min_length=1, description="`next_cursor` of the previous page")
+    ] = None,
+) -> SweepPage:
+    """The caller's sweeps, newest first, with their status and progress; pass
+    `next_cursor` back as `cursor` for the next page."""
+    with read_only(sessions) as session:
+        page, next_cursor = find_sweeps(session, limit=limit, cursor=cursor, tenant=principal.scope)
+        data = [
+            SweepSummary(
+                id=sweep.id,
+                labels=sweep.labels,
+                status=sweeps.sweep_status(statuses),
+                progress=sweeps.progress(statuses),
+                created_at=sweep.created_at,
+            )
+            for sweep, statuses in page
+        ]
+    return SweepPage(data=data, next_cursor=next_cursor)
+
+
+@router.post(
+    "/{sweep_id}/cancel",
+    responses={**ERRORS, 409: {"description": "Every job of the sweep has ended"}},
+)
+def cancel_sweep(sweep_id: str, sessions: SessionsDep, principal: PrincipalDep) -> SweepOut:
+    """Cancel the sweep's jobs that have not ended: a queued one at once, a running one
+    within about COUNTERWEIGHT_HEARTBEAT_SECONDS (as POST /v1/jobs/{id}/cancel)."""
+    with transaction(sessions) as session:
+        sweep, jobs = cancel_sweep_jobs(session, sweep_id, principal.scope)
+        return SweepOut.of(sweep, jobs)
 
 
 @router.get("/{sweep_id}", responses=ERRORS)

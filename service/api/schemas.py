@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from counterweight.service.api import sweeps
 from counterweight.service.api.result_schemas import SweepProgress, SweepRow
 from counterweight.service.data.npz import DatasetKind
+from counterweight.service.labels import LABELS_HELP, Labels
 from counterweight.service.store.models import Dataset, Job, JobStatus, Sweep
 from counterweight.service.store.queue.devices import Fleet
 
@@ -57,6 +58,7 @@ class JobOut(BaseModel):
         description="The job spec with its defaults. In listings (GET /v1/jobs), an inline "
         'sample_weight is shown by its shape alone, {"shape": [N]} or {"shape": [N, T]}.'
     )
+    labels: dict[str, str] = Field(description="The client's labels (the spec's `labels`).")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -82,6 +84,7 @@ class JobOut(BaseModel):
             progress=ProgressOut.model_validate(job.progress) if job.progress else None,
             error=job.error,
             spec=job.spec,
+            labels=job.spec.get("labels") or {},  # a job from before labels has none
             created_at=as_utc(job.created_at) or job.created_at,
             started_at=as_utc(job.started_at),
             finished_at=as_utc(job.finished_at),
@@ -117,6 +120,39 @@ def cancel_outcome(job: Job, heartbeat_seconds: float) -> str:
         f"stopping: the job's worker sees the cancel within about {heartbeat_seconds:g} s "
         "(its next heartbeat) and stops it; it ends cancelled, keeping its checkpoint. "
         "Should training end first, the job still ends cancelled, not succeeded"
+    )
+
+
+class AttemptLogOut(BaseModel):
+    attempt: int
+    lines: list[str] = Field(description="The worker's lines about the job, oldest first.")
+    complete: bool = Field(
+        description="The attempt ended and its log is whole; false while it runs, or when "
+        "its worker died (the lines are those shipped before)."
+    )
+
+
+class JobLogsOut(BaseModel):
+    job_id: str
+    status: JobStatus
+    attempts: list[AttemptLogOut] = Field(
+        description="Every attempt that logged a line, in order (a retry is a new attempt)."
+    )
+
+
+class JobDeleted(BaseModel):
+    """The answer to DELETE /v1/jobs/{id}, the same for a job deleted before."""
+
+    id: str
+    deleted: Literal[True] = True
+    status: JobStatus = Field(
+        description="Its status as deleted: a job deleted while running ends `cancelled` "
+        "once its worker sees the cancel (within about COUNTERWEIGHT_HEARTBEAT_SECONDS)."
+    )
+    files: Literal["removed", "pending"] = Field(
+        description="removed: its files are gone from the artifact store; pending: they go "
+        "once the job has ended and its worker's last copies are in (about "
+        "COUNTERWEIGHT_LEASE_SECONDS), at the next pass of COUNTERWEIGHT_JANITOR_SECONDS."
     )
 
 
@@ -240,10 +276,16 @@ class SweepIn(BaseModel):
         description='{"<dotted.path>": [values...]}, e.g. {"loss.type": ["cross_entropy", '
         f'"focal"], "train.seed": [0, 1]}}: one job per combination, at most {sweeps.MAX_JOBS}.'
     )
+    labels: Labels = Field(
+        default_factory=dict,
+        description=f"The sweep's labels; each of its jobs gets them too, over the base "
+        f"spec's. {LABELS_HELP}",
+    )
 
 
 class SweepOut(BaseModel):
     id: str
+    labels: dict[str, str]
     status: str = Field(
         description="queued, running, succeeded (every job did), or failed (every job ended "
         "and at least one failed or was cancelled)."
@@ -264,11 +306,27 @@ class SweepOut(BaseModel):
         statuses = [job.status for job in jobs]
         return cls(
             id=sweep.id,
+            labels=sweep.labels,
             status=sweeps.sweep_status(statuses),
             progress=sweeps.progress(statuses),
             job_ids=job_ids,
             table=rows,
         )
+
+
+class SweepSummary(BaseModel):
+    """A sweep in GET /v1/sweeps: GET /v1/sweeps/{id} has its jobs and table."""
+
+    id: str
+    labels: dict[str, str]
+    status: str
+    progress: SweepProgress
+    created_at: UtcTime
+
+
+class SweepPage(BaseModel):
+    data: list[SweepSummary]
+    next_cursor: str | None
 
 
 # --- workers, health ----------------------------------------------------------------------

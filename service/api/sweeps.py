@@ -112,6 +112,14 @@ def expand(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[Combination
     return combinations
 
 
+def add_labels(spec: dict[str, Any], labels: dict[str, str]) -> None:
+    """Put a sweep's labels on one of its specs, over the base's of the same key. A base
+    whose `labels` is not an object keeps it, for the spec's validation to name."""
+    current = spec.get("labels", {})
+    if labels and isinstance(current, dict):
+        spec["labels"] = {**current, **labels}
+
+
 def _inline_weights(sample_weight: Any) -> int:
     """How many values an inline sample_weight holds, (N,) or (N, T); 0 for any other."""
     if not isinstance(sample_weight, list):
@@ -200,7 +208,8 @@ def sweep_status(statuses: Sequence[JobStatus]) -> str:
 def progress(statuses: Sequence[JobStatus]) -> dict[str, Any]:
     ended = sum(s.is_terminal for s in statuses)
     counts = {s.value: sum(x == s for x in statuses) for s in JobStatus}
-    return {"ended": ended, "total": len(statuses), "fraction": ended / len(statuses), **counts}
+    fraction = ended / len(statuses) if statuses else 0.0  # every job deleted: none left
+    return {"ended": ended, "total": len(statuses), "fraction": fraction, **counts}
 
 
 def job_metrics(result: dict[str, Any]) -> dict[str, float | None]:

@@ -1,5 +1,5 @@
 """The client commands of `counterweight`: submit, status, wait, metrics, download,
-cancel, sweep and datasets, built on counterweight_client.
+cancel, delete, logs, sweep and datasets, built on counterweight_client.
 
 Human-readable output on stdout, the progress bar on stderr; `--json` prints only JSON
 on stdout (`--wait` makes it two JSON lines: what was created, at once, then the end).
@@ -209,6 +209,43 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    deleted = client.delete(args.id)
+    files = "files removed" if deleted["files"] == "removed" else "files removed once it has ended"
+    output(args, deleted, f"{deleted['id']}  deleted ({deleted['status']}); {files}")
+    return 0
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    """Every attempt's lines; --follow: as they come, until the job ends (exit 1 if it
+    did not succeed). With --json, one JSON object a line."""
+    if not args.follow:
+        logs = client.logs(args.id)
+        if args.json:
+            emit_json(logs)
+            return 0
+        for attempt in logs["attempts"]:
+            print(f"--- attempt {attempt['attempt']}", flush=True)
+            for line in attempt["lines"]:
+                print(line)
+        return 0
+    with job_goes_on(args.id, args):
+        shown = 0  # the attempt whose header was printed
+        for event in client.follow_logs(args.id):
+            if args.json:
+                emit_json_line({"event": event.type, **event.data})
+            elif event.type == "line":
+                if event.data["attempt"] != shown:
+                    shown = event.data["attempt"]
+                    print(f"--- attempt {shown}")
+                print(event.data["line"], flush=True)
+            elif event.type == "end":
+                if not args.json:
+                    print(f"--- job {args.id} {event.data['status']}", flush=True)
+                return 0 if event.data["status"] == "succeeded" else 1
+    return 1  # the stream ended without the job's end: the server went away
+
+
 def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
     base, grid = read_sweep(args.spec)
     with maybe_created("sweep"):
@@ -319,6 +356,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     download.add_argument("id")
     download.add_argument("-o", "--output", help="file or folder (default: ID.safetensors)")
     add("cancel", cmd_cancel, "cancel a job").add_argument("id")
+    add(
+        "delete", cmd_delete, "delete a job: cancel it if it runs, hide it, remove its files"
+    ).add_argument("id")
+    logs = add("logs", cmd_logs, "a job's worker log lines, every attempt")
+    logs.add_argument("id")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="print lines as they come, until the job ends"
+    )
     sweep = add("sweep", cmd_sweep, 'submit a sweep: a JSON file {"base": spec, "grid": {...}}')
     sweep.add_argument("spec")
     sweep.add_argument("--wait", action="store_true", help="poll until every job has ended")

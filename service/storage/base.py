@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
@@ -37,3 +38,22 @@ class Storage(ABC):
     @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether a file is stored under `key` (a cheap check: nothing is read)."""
+
+    @abstractmethod
+    def list_files(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size in bytes) of every file stored under the folder `prefix`."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the file stored under `key`, if there is one."""
+
+    @abstractmethod
+    def delete_folder(self, prefix: str) -> int:
+        """Remove every file stored under the folder `prefix` (none: nothing to do);
+        returns how many there were."""
+
+
+def check_folder(prefix: str) -> str:
+    """A folder's key with its trailing slash ("artifacts/jobs/<id>/")."""
+    check_key(prefix.rstrip("/"))
+    return prefix.rstrip("/") + "/"

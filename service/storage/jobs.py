@@ -3,9 +3,10 @@ them under <home>/artifacts/jobs/<job id>/."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from counterweight.service.artifacts import PLOT_NAMES, job_key, plot_name
+from counterweight.service.artifacts import PLOT_NAMES, job_key, log_name, plot_name
 from counterweight.service.errors import ArtifactMissing
 from counterweight.service.settings import Settings
 from counterweight.service.storage import Storage, storage_for
@@ -47,3 +48,14 @@ def checked_plot_name(job_id: str, name: str, listed: list[str]) -> str:
         available = ", ".join(listed) or "none"
         raise ArtifactMissing(f"job {job_id} has no plot {name!r}; available plots: {available}")
     return plot_name(name)
+
+
+def read_log(settings: Settings, job_id: str, attempt: int) -> str | None:
+    """What the store holds of one attempt's log (workers.job_logs), or None: no line
+    shipped yet. Read through a file of its own, never this host's copy, which a worker
+    here may be writing."""
+    with tempfile.TemporaryDirectory(prefix="counterweight-log-") as scratch:
+        target = Path(scratch) / "log"
+        if not storage_for(settings).download(job_key(job_id, log_name(attempt)), target):
+            return None
+        return target.read_text(encoding="utf-8", errors="replace")

@@ -15,11 +15,12 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from counterweight.service.durable import sync_directory, sync_file
 from counterweight.service.errors import StoreUnavailable
-from counterweight.service.storage.base import Storage, check_key
+from counterweight.service.storage.base import Storage, check_folder, check_key
 
 
 def copy_atomically(source: Path, target: Path) -> None:
@@ -72,6 +73,39 @@ class LocalStorage(Storage):
             return self._is_stored(self.path(key))
         except OSError as exc:
             raise _unavailable(f"looking for {key}", exc) from exc
+
+    def list_files(self, prefix: str) -> Iterator[tuple[str, int]]:
+        folder = self.root / check_folder(prefix)
+        try:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):  # not a copy under way
+                    yield path.relative_to(self.root).as_posix(), path.stat().st_size
+        except FileNotFoundError:
+            return  # the folder went away meanwhile: nothing there
+        except OSError as exc:
+            raise _unavailable(f"listing {prefix}", exc) from exc
+
+    def delete(self, key: str) -> None:
+        stored = self.path(key)
+        try:
+            stored.unlink(missing_ok=True)
+            sync_directory(stored.parent)
+        except FileNotFoundError:
+            return  # its folder is gone too
+        except OSError as exc:
+            raise _unavailable(f"removing {key}", exc) from exc
+
+    def delete_folder(self, prefix: str) -> int:
+        folder = self.root / check_folder(prefix)
+        try:
+            count = sum(1 for path in folder.rglob("*") if path.is_file())
+            shutil.rmtree(folder)
+            sync_directory(folder.parent)  # the removal lasts, as a write would
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise _unavailable(f"removing {prefix}", exc) from exc
+        return count
 
     def _is_stored(self, stored: Path) -> bool:
         """Whether the file is there; StoreUnavailable if the directory itself is gone

@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from counterweight.service.errors import StorageError, StoreUnavailable
-from counterweight.service.storage.base import Storage, check_key
+from counterweight.service.storage.base import Storage, check_folder, check_key
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _SERVER_BUSY = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
 # boto3 uploads a file this large in parts (a multipart upload), smaller ones in one PUT.
 MULTIPART_THRESHOLD = TransferConfig().multipart_threshold
+DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
 
 def store_unreachable(exc: BaseException | None) -> bool:
@@ -177,3 +179,37 @@ class S3Storage(Storage):
         except BotoCoreError as exc:
             raise self._failed(f"looking for {key} in", exc) from exc
         return True
+
+    def list_files(self, prefix: str) -> Iterator[tuple[str, int]]:
+        start = self.prefix + check_folder(prefix)
+        try:
+            pages = self.client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=start):
+                for item in page.get("Contents", []):
+                    yield item["Key"][len(self.prefix) :], int(item["Size"])
+        except (BotoCoreError, ClientError) as exc:
+            raise self._failed(f"listing {prefix} in", exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:  # S3 answers a DELETE of a missing key as a success
+            self.client.delete_object(Bucket=self.bucket, Key=self._object(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._failed(f"removing {key} from", exc) from exc
+
+    def delete_folder(self, prefix: str) -> int:
+        keys = [key for key, _ in self.list_files(prefix)]
+        try:
+            for at in range(0, len(keys), DELETE_BATCH):
+                batch = [{"Key": self.prefix + key} for key in keys[at : at + DELETE_BATCH]]
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                if answer.get("Errors"):
+                    error = answer["Errors"][0]
+                    raise StorageError(
+                        f"removing {error.get('Key')} from s3://{self.bucket}: "
+                        f"{error.get('Code')} {error.get('Message')}"
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._failed(f"removing {prefix} from", exc) from exc
+        return len(keys)

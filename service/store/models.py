@@ -75,6 +75,8 @@ class Sweep(Base):
     tenant: Mapped[str] = mapped_column(
         String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
     )
+    # The client's labels (service.labels); each of its jobs carries them too.
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
 
     __table_args__ = (Index("ix_sweeps_tenant_created", "tenant", "created_at"),)
@@ -132,9 +134,19 @@ class Job(Base):
         String(32), ForeignKey("sweeps.id", name="fk_jobs_sweep"), index=True
     )
 
+    # What GET /v1/jobs filters on besides labels, out of the spec: the dataset (a
+    # built-in's name, an upload's id) and the loss type.
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    loss_type: Mapped[str | None] = mapped_column(String(32))
+
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # DELETE /v1/jobs/{id}: hidden from every read from then on (a 404, as a missing job).
+    deleted_at: Mapped[datetime | None]
+    # When the janitor removed the job's files from the artifact store (a deleted job's,
+    # or by COUNTERWEIGHT_RETENTION_DAYS); null while they are kept.
+    artifacts_removed_at: Mapped[datetime | None]
 
     __table_args__ = (
         # The claim query filters on status and orders by priority, then age.
@@ -143,7 +155,27 @@ class Job(Base):
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+        # DELETE /v1/datasets/{id} looks for the queued and running jobs of an upload.
+        Index("ix_jobs_dataset", "dataset", "status"),
+        # The janitor's scan: ended jobs whose files are still kept, oldest first.
+        Index("ix_jobs_artifacts_kept", "artifacts_removed_at", "finished_at"),
     )
+
+
+class JobLabel(Base):
+    """One label of a job (service.labels), for GET /v1/jobs?label=key:value: the
+    (key, value) index finds a label's jobs on both backends. The job's spec holds the
+    same labels, which is what a read returns."""
+
+    __tablename__ = "job_labels"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", name="fk_job_labels_job"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+    __table_args__ = (Index("ix_job_labels_key_value", "key", "value", "job_id"),)
 
 
 class Dataset(Base):
@@ -237,3 +269,15 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
     revoked_at: Mapped[datetime | None]
+
+
+class StoreUsage(Base):
+    """What each tenant keeps in the artifact store (job files and uploads), as the
+    janitor last measured it (service.api.janitor); GET /metrics shows it."""
+
+    __tablename__ = "store_usage"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    files: Mapped[int] = mapped_column(Integer)
+    measured_at: Mapped[datetime] = mapped_column(server_default=db_now())

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.processes import Service
+from tests.s3server import S3Server
 
 # Slow enough (about 1 s an epoch on a 2-core CPU) to stop a job in the middle.
 SLOW_DIGITS: dict[str, Any] = {
@@ -34,3 +35,10 @@ def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[S3Server]:
+    """The S3 test server, an artifact store shared by every process (store.settings())."""
+    with S3Server(tmp_path) as server:
+        yield server

@@ -65,6 +65,15 @@ def test_submit_get_cancel_and_errors_against_the_real_app(api_url: str) -> None
             client.get("0" * 32)
         assert missing.value.status == 404
 
+        # Its logs (it never ran: no attempt), then its deletion, safe to repeat.
+        assert client.logs(job.id)["attempts"] == []
+        assert [e.type for e in client.follow_logs(job.id)] == ["end"]
+        deleted = client.delete(job.id)
+        assert deleted == {"id": job.id, "deleted": True, "status": "cancelled", "files": "removed"}
+        assert client.delete(job.id) == deleted
+        with pytest.raises(NotFound):
+            client.get(job.id)
+
 
 def test_datasets_and_upload(api_url: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
@@ -90,6 +99,9 @@ def test_async_client_against_the_real_app(api_url: str) -> None:
             assert (await client.get(job.id)).status == "queued"
             assert (await client.cancel(job.id)).status == "cancelled"
             assert (await client.wait(job.id, timeout=30)).status == "cancelled"
+            assert (await client.logs(job.id))["attempts"] == []
+            assert [e.data async for e in client.follow_logs(job.id)] == [{"status": "cancelled"}]
+            assert (await client.delete(job.id))["deleted"] is True
             with pytest.raises(InvalidRequest, match=r"train\.epochs"):
                 await client.submit({"dataset": {"name": "digits"}, "train": {"epochs": 0}})
             assert any(row["id"] == "digits" for row in await client.datasets())

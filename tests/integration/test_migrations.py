@@ -11,6 +11,20 @@ from sqlalchemy import JSON, Boolean, Integer, String, column, insert, inspect, 
 from counterweight.service.store.engine import alembic_config, make_engine, upgrade
 from counterweight.service.store.models import Base, Job, WorkerRecord
 
+# The jobs table's columns that every migration has had, to store jobs at an old revision.
+OLD_JOBS = table(
+    "jobs",
+    column("id", String()),
+    column("status", String()),
+    column("spec", JSON()),
+    column("priority", Integer()),
+    column("attempt", Integer()),
+    column("max_attempts", Integer()),
+    column("cancel_requested", Boolean()),
+    column("progress", JSON()),
+    column("spec_fingerprint", String()),
+)
+
 
 @pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
 def test_migrations_match_models(empty_database_url: str) -> None:
@@ -40,18 +54,7 @@ def test_0008_backfills_device_needs_and_progress_from_stored_jobs(
     is taken to have started."""
     upgrade(empty_database_url)  # creates the database as the service does; then back to 0007
     command.downgrade(alembic_config(empty_database_url), "0007")
-    jobs = table(
-        "jobs",
-        column("id", String()),
-        column("status", String()),
-        column("spec", JSON()),
-        column("priority", Integer()),
-        column("attempt", Integer()),
-        column("max_attempts", Integer()),
-        column("cancel_requested", Boolean()),
-        column("progress", JSON()),
-        column("spec_fingerprint", String()),
-    )
+    jobs = OLD_JOBS
     stored = {  # id: (status, train.device, progress)
         "a" * 32: ("queued", "cuda:2", None),
         "b" * 32: ("queued", "cuda", None),
@@ -99,3 +102,37 @@ def test_0008_backfills_device_needs_and_progress_from_stored_jobs(
         "e" * 32: (1, 5, 5, 0),
     }
     assert worker_devices == [0]  # registered before workers said what they have: a CPU
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
+def test_0010_backfills_dataset_and_loss_type_of_stored_jobs(empty_database_url: str) -> None:
+    """Jobs stored before 0010 are found by the dataset and loss type filters."""
+    upgrade(empty_database_url)
+    command.downgrade(alembic_config(empty_database_url), "0009")
+    stored = {
+        "a" * 32: {"dataset": {"name": "digits"}, "loss": {"type": "focal"}},
+        "b" * 32: {"dataset": {"name": "uploaded", "id": "f" * 32}},
+    }
+    engine = make_engine(empty_database_url)
+    with engine.begin() as conn:
+        for job_id, stored_spec in stored.items():
+            conn.execute(
+                insert(OLD_JOBS).values(
+                    id=job_id,
+                    status="queued",
+                    spec=stored_spec,
+                    priority=0,
+                    attempt=0,
+                    max_attempts=3,
+                    cancel_requested=False,
+                    spec_fingerprint="f",
+                )
+            )
+    upgrade(empty_database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.id, Job.dataset, Job.loss_type)).all()
+    engine.dispose()
+    assert {row[0]: tuple(row[1:]) for row in rows} == {
+        "a" * 32: ("digits", "focal"),
+        "b" * 32: ("f" * 32, "cross_entropy"),
+    }

@@ -152,3 +152,41 @@ def test_the_chart_draws_grid_values_that_look_like_mathtext_as_written(
     plot = client.get(f"/v1/sweeps/{sweep['id']}/plots/compare.png")
     assert plot.status_code == 200, plot.text
     assert plot.content.startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
+def test_sweeps_are_listed_newest_first_page_by_page(client: httpx.Client) -> None:
+    made = []
+    for ratio in (10, 20, 30):
+        body = {"base": BASE, "grid": {"imbalance.ratio": [ratio]}, "labels": {"r": str(ratio)}}
+        made.append(client.post("/v1/sweeps", json=body).json()["id"])
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/sweeps", params=params).json()
+        seen += page["data"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [sweep["id"] for sweep in seen] == made[::-1]
+    assert seen[0]["labels"] == {"r": "30"}
+    assert seen[0]["status"] == "queued"
+    assert seen[0]["progress"] | {"total": 1, "queued": 1} == seen[0]["progress"]
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
+def test_cancelling_a_sweep_cancels_its_jobs_that_have_not_ended(client: httpx.Client) -> None:
+    sweep = client.post("/v1/sweeps", json={"base": BASE, "grid": {"train.seed": [0, 1, 2]}})
+    first, *rest = sweep.json()["job_ids"]
+    client.post(f"/v1/jobs/{first}/cancel")
+    other = client.post("/v1/jobs", json=BASE).json()["id"]  # not the sweep's
+
+    cancelled = client.post(f"/v1/sweeps/{sweep.json()['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["progress"]["cancelled"] == 3
+    for job_id in rest:
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    assert client.get(f"/v1/jobs/{other}").json()["status"] == "queued"
+    again = client.post(f"/v1/sweeps/{sweep.json()['id']}/cancel")
+    assert again.status_code == 409 and "has ended" in again.json()["detail"]
+    assert client.post(f"/v1/sweeps/{'0' * 32}/cancel").status_code == 404

@@ -285,6 +285,13 @@ def run_epochs(
         if train.stage2 is not None:
             row["stage"] = state.stage
         state.history.append(row)
+        log.info(
+            "epoch %d: train_loss %.4f, val_loss %.4f, val balanced_accuracy %.4f",
+            state.epoch,
+            train_loss,
+            val_loss,
+            val["balanced_accuracy"] if val["balanced_accuracy"] is not None else float("nan"),
+        )
         state.batches_done = 0
         running.zero_()
         stage_rows = [r for r in state.history if r.get("stage", 1) == state.stage]

@@ -31,7 +31,7 @@ def request_cancel(session: Session, job_id: str, tenant: str | None = None) -> 
     # Locked (Postgres row lock; SQLite's write lock is held already), so the state
     # read here is still the state when the update lands.
     job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
-    if job is None or (tenant is not None and job.tenant != tenant):
+    if job is None or job.deleted_at is not None or (tenant is not None and job.tenant != tenant):
         raise JobNotFound(job_id)
     if job.status.is_terminal:
         raise JobStateConflict(f"job {job_id} already ended with status {job.status.value!r}")

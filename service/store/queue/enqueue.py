@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from counterweight.service.errors import IdempotencyConflict, QueueFull
 from counterweight.service.spec import JobSpec
-from counterweight.service.store.models import DEFAULT_TENANT, Job, JobStatus
+from counterweight.service.store.models import DEFAULT_TENANT, Job, JobLabel, JobStatus
 from counterweight.service.store.queue.devices import cuda_devices_needed
 from counterweight.service.store.queue.events import record_status
 
@@ -45,6 +45,8 @@ def enqueue(
         cancel_requested=False,
         idempotency_key=idempotency_key,
         spec_fingerprint=fingerprint,
+        dataset=spec.dataset.id if spec.dataset.name == "uploaded" else spec.dataset.name,
+        loss_type=spec.loss.type,
     )
     try:
         # A savepoint, so that losing a race on the key leaves the transaction usable.
@@ -58,6 +60,7 @@ def enqueue(
         if winner is None:
             raise
         return _replay(winner, idempotency_key, fingerprint), False
+    session.add_all(JobLabel(job_id=job.id, key=k, value=v) for k, v in spec.labels.items())
     record_status(session, job)  # seq 1 of the job's event stream: "queued"
     if session.get_bind().dialect.name == "postgresql":
         # Delivered at commit: idle workers wake at once instead of at their next poll.

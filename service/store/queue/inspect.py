@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -21,7 +22,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from counterweight.service.errors import BadCursor, JobNotFound
-from counterweight.service.store.models import Job, JobStatus
+from counterweight.service.store.models import Job, JobLabel, JobStatus
 
 
 def get_job(session: Session, job_id: str, tenant: str | None = None) -> Job:
@@ -50,6 +51,7 @@ JOB_STATUS = select(
     Job.created_at,
     Job.started_at,
     Job.finished_at,
+    Job.deleted_at,
 ).where(Job.id == bindparam("job_id"))
 
 
@@ -110,33 +112,62 @@ class Owned(Protocol):
     @property
     def tenant(self) -> str: ...
 
+    @property
+    def deleted_at(self) -> datetime | None: ...
+
 
 T = TypeVar("T", bound=Owned)
 
 
 def visible(row: T | None, job_id: str, tenant: str | None) -> T:
-    """A job or a row of JOB_STATUS, if `tenant` may see it: a missing job and another
-    tenant's are the same JobNotFound, so that an id reveals nothing."""
-    if row is None or (tenant is not None and row.tenant != tenant):
+    """A job or a row of JOB_STATUS, if `tenant` may see it: a missing job, a deleted
+    one and another tenant's are the same JobNotFound, so that an id reveals nothing."""
+    if row is None or row.deleted_at is not None or (tenant is not None and row.tenant != tenant):
         raise JobNotFound(job_id)
     return row
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What GET /v1/jobs narrows a listing to; every condition given must hold."""
+
+    status: JobStatus | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # (key, value): the job has each
+    dataset: str | None = None  # a built-in's name or an upload's id
+    loss_type: str | None = None
+    created_after: datetime | None = None  # exclusive
+    created_before: datetime | None = None  # exclusive
 
 
 def list_jobs(
     session: Session,
     *,
-    status: JobStatus | None,
     limit: int,
     cursor: str | None,
     tenant: str | None = None,
+    where: JobFilter = JobFilter(),
 ) -> tuple[Sequence[Row[Any]], str | None]:
-    """A page of jobs (rows of JOB_LISTING), newest first, and the cursor of the next page
-    (None at the end); only `tenant`'s jobs, or every tenant's when it is None."""
-    query = JOB_LISTING.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    """A page of jobs (rows of JOB_LISTING) that match `where`, newest first, and the
+    cursor of the next page (None at the end); only `tenant`'s jobs, or every tenant's
+    when it is None."""
+    query = JOB_LISTING.where(Job.deleted_at.is_(None))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     if tenant is not None:
         query = query.where(Job.tenant == tenant)
-    if status is not None:
-        query = query.where(Job.status == status)
+    if where.status is not None:
+        query = query.where(Job.status == where.status)
+    for key, value in where.labels:
+        # Served by the (key, value, job_id) index of job_labels on both backends.
+        labelled = select(JobLabel.job_id).where(JobLabel.key == key, JobLabel.value == value)
+        query = query.where(Job.id.in_(labelled))
+    if where.dataset is not None:
+        query = query.where(Job.dataset == where.dataset)
+    if where.loss_type is not None:
+        query = query.where(Job.loss_type == where.loss_type)
+    if where.created_after is not None:
+        query = query.where(Job.created_at > where.created_after)
+    if where.created_before is not None:
+        query = query.where(Job.created_at < where.created_before)
     if cursor is not None:
         created_at, job_id = decode_cursor(cursor)
         query = query.where(
