@@ -5,8 +5,9 @@ While a worker runs an attempt, every line stamped with the job's id (service.lo
 whichever thread wrote it, also goes to <home>/artifacts/jobs/<id>/logs/attempt-<n>.log,
 in the text format whatever COUNTERWEIGHT_LOG_FORMAT says. A thread copies the file to
 the store every COUNTERWEIGHT_LOG_UPLOAD_SECONDS when it grew, and the attempt's end
-writes a last line (service.logs.end_of_log) and copies it once more. A store that does
-not answer costs log lines only: never the job, and never a wait beyond a few tries.
+writes a last line (service.logs.end_of_log) and copies it once more (three tries, on
+that thread; the worker waits for them at most FINAL_WAIT_SECONDS). A store that does
+not answer costs log lines only: never the job.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from counterweight.service.storage import Storage
 log = logging.getLogger(__name__)
 
 FINAL_UPLOAD_TRIES = 3
+FINAL_WAIT_SECONDS = 10.0
 
 
 class ShippedLog:
@@ -62,19 +64,21 @@ class ShippedLog:
         tb: TracebackType | None,
     ) -> None:
         log.info("%s", end_of_log(self.job_id, self.attempt))
-        self._stop.set()
-        self._thread.join()
         assert self._handler is not None
         logging.getLogger().removeHandler(self._handler)
         self._handler.close()
-        for attempt in range(1, FINAL_UPLOAD_TRIES + 1):
-            if self._upload() or attempt == FINAL_UPLOAD_TRIES:
-                break
-            time.sleep(attempt)
+        self._stop.set()
+        # The last copy is waited for a while, not for as long as a hung store takes
+        # (the S3 client's timeouts, each try): the worker has jobs to run.
+        self._thread.join(timeout=FINAL_WAIT_SECONDS)
 
     def _ship(self) -> None:
         while not self._stop.wait(self.interval):
             self._upload()
+        for attempt in range(1, FINAL_UPLOAD_TRIES + 1):
+            if self._upload() or attempt == FINAL_UPLOAD_TRIES:
+                return
+            time.sleep(attempt)
 
     def _upload(self) -> bool:
         """Copy the file to the store if it grew since the last copy; False if that failed."""

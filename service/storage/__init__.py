@@ -6,6 +6,7 @@ once per process and configuration: S3 clients are slow to build and safe to sha
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from counterweight.service.settings import Settings
@@ -14,6 +15,10 @@ from counterweight.service.storage.local import LocalStorage
 
 __all__ = ["LocalStorage", "Storage", "check_key", "storage_for"]
 
+# lru_cache alone may build a value twice when two threads ask at once (the API's
+# janitor and a request, at start-up): one client per configuration, as promised.
+_MAKING = threading.Lock()
+
 
 def storage_for(settings: Settings) -> Storage:
     if settings.storage == "local":
@@ -21,17 +26,18 @@ def storage_for(settings: Settings) -> Storage:
     assert settings.s3_bucket is not None  # Settings refuses s3 without a bucket
     secret = settings.s3_secret_access_key
     # An empty value (a compose file's unset ${VAR:-}) means unset: boto3's defaults.
-    return _s3(
-        settings.s3_bucket,
-        settings.s3_prefix,
-        settings.s3_endpoint_url or None,
-        settings.s3_region or None,
-        settings.s3_access_key_id or None,
-        (secret.get_secret_value() if secret else None) or None,
-        settings.s3_connect_timeout_seconds,
-        settings.s3_read_timeout_seconds,
-        settings.s3_max_attempts,
-    )
+    with _MAKING:
+        return _s3(
+            settings.s3_bucket,
+            settings.s3_prefix,
+            settings.s3_endpoint_url or None,
+            settings.s3_region or None,
+            settings.s3_access_key_id or None,
+            (secret.get_secret_value() if secret else None) or None,
+            settings.s3_connect_timeout_seconds,
+            settings.s3_read_timeout_seconds,
+            settings.s3_max_attempts,
+        )
 
 
 @lru_cache

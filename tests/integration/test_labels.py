@@ -202,3 +202,22 @@ def test_the_same_idempotency_key_with_other_labels_is_a_conflict(client: httpx.
     assert again.json()["id"] == first.json()["id"]
     other = client.post("/v1/jobs", json=spec({"a": "2"}), headers=headers)
     assert other.status_code == 409
+
+
+@BACKENDS
+def test_the_label_filter_is_served_by_the_key_value_index(database_url: str) -> None:
+    """The filter's subquery (service.store.queue.inspect.list_jobs) finds a label's jobs
+    through ix_job_labels_key_value on both backends, not by reading every label."""
+    engine = make_engine(database_url)
+    labelled = select(JobLabel.job_id).where(JobLabel.key == "team", JobLabel.value == "fraud")
+    compiled = labelled.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            plan = " ".join(
+                str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+            )
+        else:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: scan is cheaper
+            plan = " ".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
+    engine.dispose()
+    assert "ix_job_labels_key_value" in plan, plan
