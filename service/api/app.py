@@ -32,7 +32,7 @@ from counterweight.service.api.events import EventHub
 from counterweight.service.api.janitor import Janitor
 from counterweight.service.api.middleware import BodySizeLimit, NoNulInUrl
 from counterweight.service.api.openapi import document_security, operation_id
-from counterweight.service.api.problems import for_request, problem
+from counterweight.service.api.problems import instance_of, problem
 from counterweight.service.api.reads import PollReads
 from counterweight.service.api.storage_calls import StorageCalls
 from counterweight.service.errors import (
@@ -115,7 +115,7 @@ def _validation_error(request: Request, exc: Exception) -> Response:
     ]
     message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
     return problem(
-        422, message, instance=for_request(request), kind=RequestValidationError, errors=errors
+        422, message, instance=instance_of(request), kind=RequestValidationError, errors=errors
     )
 
 
@@ -126,7 +126,7 @@ def _domain_error(request: Request, exc: Exception) -> Response:
     return problem(
         ERROR_STATUS[kind],
         str(exc),
-        instance=for_request(request),
+        instance=instance_of(request),
         kind=kind,
         retry_after=getattr(exc, "retry_after_seconds", None),
     )
@@ -142,7 +142,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code < 400:  # not an error (a 304): no body
         return Response(status_code=exc.status_code, headers=headers)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return problem(exc.status_code, detail, instance=for_request(request), headers=headers)
+    return problem(exc.status_code, detail, instance=instance_of(request), headers=headers)
 
 
 def _server_error(request: Request, exc: Exception) -> Response:
@@ -151,7 +151,7 @@ def _server_error(request: Request, exc: Exception) -> Response:
     return problem(
         500,
         "internal server error: the server's log has the details",
-        instance=for_request(request),
+        instance=instance_of(request),
     )
 
 

@@ -28,10 +28,20 @@ IfNoneMatch = Annotated[
         max_length=8192,
     ),
 ]
-# Declared by each route that serves a job's file.
-NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Not Modified: the copy whose ETag was sent in If-None-Match is current"}
+_HEADERS = {
+    "ETag": {"description": "The file's strong entity tag.", "schema": {"type": "string"}},
+    "Cache-Control": {"description": IMMUTABLE, "schema": {"type": "string"}},
 }
+
+
+def responses(content: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """What a route that serves a job's file declares, besides its errors: its 200 (of
+    `content`, else the route's model) and 304 carry the cache headers."""
+    ok: dict[str, Any] = {"headers": _HEADERS}
+    if content is not None:
+        ok["content"] = content
+    not_modified = "Not Modified: the copy whose ETag was sent in If-None-Match is current"
+    return {200: ok, 304: {"description": not_modified, "headers": _HEADERS}}
 
 
 def etag(job: Job, name: str) -> str:

@@ -83,7 +83,7 @@ def problem(
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
-def for_request(request: Request) -> str:
+def instance_of(request: Request) -> str:
     """The `instance` of a request's problem: the path it asked for."""
     return request.url.path
 

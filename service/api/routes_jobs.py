@@ -269,11 +269,7 @@ def get_job_metrics(job_id: str, sessions: SessionsDep, principal: PrincipalDep)
 
 @router.get(
     "/{job_id}/model",
-    responses={
-        **ERRORS,
-        **caching.NOT_MODIFIED,
-        200: {"content": {"application/octet-stream": {}}, "description": "safetensors"},
-    },
+    responses={**ERRORS, **caching.responses({"application/octet-stream": {}})},
     response_class=FileResponse,
 )
 async def get_job_model(
@@ -303,7 +299,7 @@ async def get_job_model(
 
 @router.get(
     "/{job_id}/model/card",
-    responses={**ERRORS, **caching.NOT_MODIFIED},
+    responses={**ERRORS, **caching.responses()},
     response_model=ModelCard,
 )
 async def get_model_card(

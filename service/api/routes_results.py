@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["results"])
 
 @router.get(
     "/{job_id}/plots/{name}.png",
-    responses={**ERRORS, **caching.NOT_MODIFIED, 200: {"content": {"image/png": {}}}},
+    responses={**ERRORS, **caching.responses({"image/png": {}})},
     response_class=FileResponse,
 )
 async def get_job_plot(

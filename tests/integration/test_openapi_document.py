@@ -55,6 +55,11 @@ FREE_FORM = {
     "ModelCard.model_kwargs",
     "SweepRow.cell",
 }
+IMMUTABLE = [
+    "/v1/jobs/{job_id}/model",
+    "/v1/jobs/{job_id}/model/card",
+    "/v1/jobs/{job_id}/plots/{name}.png",
+]
 FILES = {
     ("GET", "/v1/jobs/{job_id}/model"): "application/octet-stream",
     ("GET", "/v1/jobs/{job_id}/plots/{name}.png"): "image/png",
@@ -133,6 +138,12 @@ def test_files_are_binary_and_text_is_a_string(document: dict[str, Any]) -> None
     for (method, path), media_type in FILES.items():
         content = document["paths"][path][method.lower()]["responses"]["200"]["content"]
         assert content == {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    for path in IMMUTABLE:  # the cache headers and the 304 are declared
+        responses = document["paths"][path]["get"]["responses"]
+        for status in ("200", "304"):
+            assert {"ETag", "Cache-Control"} <= set(responses[status]["headers"]), (path, status)
+        parameters = document["paths"][path]["get"]["parameters"]
+        assert "if-none-match" in [p["name"].lower() for p in parameters]
     for _, path, operation in operations(document):
         for media_type, media in operation["responses"].get("200", {}).get("content", {}).items():
             assert media.get("schema"), (path, media_type)
