@@ -21,7 +21,7 @@ from counterweight.service.rebalance.weights import job_weights
 from counterweight.service.spec import JobSpec, LossSpec
 from counterweight.workers.training.engine import train_job
 from counterweight.workers.training.losses import build_loss
-from counterweight.workers.training.models import BiLSTMTagger, tagger_from_card
+from counterweight.workers.training.tagger_model import BiLSTMTagger, tagger_from_card
 from counterweight.workers.training.tagging import (
     Batch,
     SentenceTensors,

@@ -18,7 +18,7 @@ from counterweight.service.artifacts import MODEL
 from counterweight.service.data.sequences import Sentences
 from counterweight.service.spec import LossSpec
 from counterweight.workers.training.losses import build_loss
-from counterweight.workers.training.models import BiLSTMTagger
+from counterweight.workers.training.tagger_model import BiLSTMTagger
 from counterweight.workers.training.tagging import SentenceTensors, sequence_loss, word_logits
 from tests.sequences import tagging_arrays
 from tests.unit.test_sequence_training import run, sequence_spec, upload

@@ -37,10 +37,10 @@ from counterweight.workers.training.loop import (
 )
 from counterweight.workers.training.losses import Loss, build_loss, sample_weights
 from counterweight.workers.training.metrics import evaluate_tokens
-from counterweight.workers.training.models import BiLSTMTagger
 from counterweight.workers.training.optim import build_optimizer
 from counterweight.workers.training.sampling import epoch_indices
 from counterweight.workers.training.selection import selection_for
+from counterweight.workers.training.tagger_model import BiLSTMTagger
 
 EVAL_BATCH_SENTENCES = 512  # inference only: bounded memory
 INPUT_DESCRIPTION = (
