@@ -151,6 +151,8 @@ def our_job(
         "seconds": time.perf_counter() - started,
         "epoch_seconds": [b - a for a, b in itertools.pairwise(epoch_ends)],
         "final": result.metrics["final"],
+        # The words it trains on: the training split left after validation's 10%.
+        "train_words": sum(result.metrics["train_class_counts"]),
     }
 
 
@@ -173,12 +175,23 @@ def main() -> None:
         ours = our_job(home, dataset_id, 10, class_weight="balanced")
         ours_epoch = statistics.median(ours["epoch_seconds"])
         plain_epoch = statistics.median(plain)
+        # Ours trains on fewer words (its validation split is held out, and validated on
+        # every epoch): the per-word ratios compare the same work.
+        per_word = (ours_epoch / ours["train_words"]) / (plain_epoch / words)
+        job_per_word = (ours["seconds"] / ours["train_words"]) / (sum(plain) / words)
         print(f"plain epoch: {plain_epoch:.2f} s, {words / plain_epoch:,.0f} words/s")
-        print(f"ours, marginal epoch: {ours_epoch:.2f} s, {words / ours_epoch:,.0f} words/s")
-        print(f"epoch ratio ours / plain: {ours_epoch / plain_epoch:.2f}  (target <= 1.0)")
+        print(
+            f"ours, marginal epoch: {ours_epoch:.2f} s, "
+            f"{ours['train_words'] / ours_epoch:,.0f} training words/s"
+        )
+        print(
+            f"epoch ratio ours / plain: {ours_epoch / plain_epoch:.2f}, per word "
+            f"{per_word:.2f}  (target <= 1.0)"
+        )
         print(
             f"10-epoch job {ours['seconds']:.1f} s; ten plain epochs {sum(plain):.1f} s; "
-            f"ratio {ours['seconds'] / sum(plain):.2f}  (target <= 1.2)"
+            f"ratio {ours['seconds'] / sum(plain):.2f}, per word {job_per_word:.2f}  "
+            "(target <= 1.2)"
         )
         for name, changes in (("balanced", {"class_weight": "balanced"}), ("unweighted", {})):
             job = our_job(home, dataset_id, 5, select_by="last", **changes)
