@@ -64,6 +64,54 @@ def tagging_arrays(n_train: int = 400, n_test: int = 300, seed: int = 0) -> dict
     }
 
 
+# word_tag_arrays: a tag's share of the words (and of the vocabulary); "O" is most.
+WORD_TAG_SHARE = np.array([0.70, 0.10, 0.07, 0.05, 0.04, 0.03, 0.01])
+
+
+def word_tag_arrays(
+    n_train: int,
+    n_test: int,
+    *,
+    vocabulary: int,
+    steps: int,
+    chars: int,
+    min_length: int,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """An upload where each word's tag follows from the word: a model that learns the
+    vocabulary can be perfect. Words 1..vocabulary each have a tag (a tag's share of the
+    vocabulary is WORD_TAG_SHARE's) and a spelling of 3 to `chars` random letters; a
+    sentence has min_length..steps words, each tag drawn by its share, then a word of that
+    tag; padding to `steps`."""
+    rng = np.random.default_rng(seed)
+    word_tag = np.concatenate([[-1], rng.choice(7, size=vocabulary, p=WORD_TAG_SHARE)])
+    spelled = np.zeros((vocabulary + 1, chars), dtype=np.int32)
+    for word in range(1, vocabulary + 1):
+        n = int(rng.integers(3, chars + 1))
+        spelled[word, :n] = rng.integers(1, 60, n)
+    by_tag = [np.flatnonzero(word_tag == tag) for tag in range(7)]
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        tags = rng.choice(7, size=(n, steps), p=WORD_TAG_SHARE)
+        words = np.zeros((n, steps), dtype=np.int32)
+        for tag in range(7):
+            words[tags == tag] = rng.choice(by_tag[tag], size=int((tags == tag).sum()))
+        padding = np.arange(steps)[None, :] >= rng.integers(min_length, steps + 1, n)[:, None]
+        words[padding], tags[padding] = 0, 0
+        return words, tags.astype(np.int32)
+
+    (x_train, y_train), (x_test, y_test) = split(n_train), split(n_test)
+    return {
+        "x_train": x_train,
+        "chars_train": spelled[x_train],
+        "y_train": y_train,
+        "x_test": x_test,
+        "chars_test": spelled[x_test],
+        "y_test": y_test,
+        "tag_names": np.array(TAG_NAMES),
+    }
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub wants positional arrays
     return path

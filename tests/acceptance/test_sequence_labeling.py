@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from safetensors.torch import load as load_safetensors
 
-from counterweight.workers.training.models import tagger_from_card
+from counterweight.workers.training.tagger_model import tagger_from_card
 from tests.processes import Service
 from tests.sequences import RARE, TAG_NAMES, tagging_arrays
 

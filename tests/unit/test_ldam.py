@@ -27,14 +27,8 @@ from counterweight.service.spec import LossSpec, ModelSpec
 from counterweight.workers.training.checkpoint import load_model, save_model
 from counterweight.workers.training.engine import train_job
 from counterweight.workers.training.losses import build_loss
-from counterweight.workers.training.models import (
-    ARCHS,
-    BiLSTMTagger,
-    Classifier,
-    CosineHead,
-    build_model,
-    tagger_from_card,
-)
+from counterweight.workers.training.models import ARCHS, Classifier, CosineHead, build_model
+from counterweight.workers.training.tagger_model import BiLSTMTagger, tagger_from_card
 from counterweight.workers.training.tagging import SentenceTensors, word_logits
 from tests.sequences import tagging_arrays
 from tests.unit.test_sequence_training import sequence_spec, upload

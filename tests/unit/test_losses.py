@@ -23,7 +23,8 @@ from counterweight.service.rebalance.weights import job_weights
 from counterweight.service.spec import JobSpec, LossSpec
 from counterweight.workers.training.engine import train_job
 from counterweight.workers.training.losses import build_loss
-from counterweight.workers.training.models import model_from_card, tagger_from_card
+from counterweight.workers.training.models import model_from_card
+from counterweight.workers.training.tagger_model import tagger_from_card
 from counterweight.workers.training.tagging import SentenceTensors, word_logits
 from tests.sequences import tagging_arrays
 from tests.unit.test_sequence_training import sequence_spec, upload

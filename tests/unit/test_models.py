@@ -16,7 +16,8 @@ from counterweight.service.architectures import (
 from counterweight.service.errors import DatasetError
 from counterweight.service.spec import JobSpec, ModelSpec
 from counterweight.workers.training.checkpoint import load_model, save_model
-from counterweight.workers.training.models import ARCHS, BiLSTMTagger, build_model
+from counterweight.workers.training.models import ARCHS, build_model
+from counterweight.workers.training.tagger_model import BiLSTMTagger
 from tests.unit.test_engine import run as run_job
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST, CIFAR-10

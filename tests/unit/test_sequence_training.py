@@ -21,7 +21,7 @@ from counterweight.service.rebalance.weights import job_weights
 from counterweight.service.spec import JobSpec, LossSpec
 from counterweight.workers.training.engine import train_job
 from counterweight.workers.training.losses import build_loss
-from counterweight.workers.training.models import BiLSTMTagger, tagger_from_card
+from counterweight.workers.training.tagger_model import BiLSTMTagger, tagger_from_card
 from counterweight.workers.training.tagging import (
     Batch,
     SentenceTensors,
@@ -110,6 +110,15 @@ def test_padding_never_changes_the_predictions_for_the_words() -> None:
         alone = model(b.words[1:, :3], b.chars[1:, :3])
     assert torch.allclose(long[:, :6][b.mask], short[b.mask], atol=1e-6)
     assert torch.allclose(alone[0], short[1, :3], atol=1e-6)
+
+
+def test_embeddings_start_small_as_keras_draws_them_and_padding_at_zero() -> None:
+    model = tagger()
+    assert model.chars is not None
+    for table in (model.words.weight, model.chars.embed.weight):
+        assert torch.equal(table[0], torch.zeros(table.shape[1]))
+        rows = table[1:]
+        assert rows.abs().max() <= 0.05 and rows.std() > 0.02  # uniform(-0.05, 0.05): 0.029
 
 
 def test_a_word_without_characters_encodes_as_zeros() -> None:

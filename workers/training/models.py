@@ -31,7 +31,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from counterweight.service.architectures import (
     RESNETS,
@@ -273,84 +272,6 @@ class ResNet32(ResNet):
         super().__init__(input_shape, num_classes, RESNETS["resnet32"], **head)
 
 
-class CharEncoder(nn.Module):
-    """A word from its characters: character embeddings, a width-3 convolution and a max
-    over the word's characters (Ma and Hovy 2016, "End-to-end Sequence Labeling via
-    Bi-directional LSTM-CNNs-CRF", section 2.1). Padding characters (id 0) embed to zero,
-    as the convolution's own padding does, and are left out of the max: a word encodes the
-    same however much padding follows it."""
-
-    def __init__(self, char_vocab_size: int, dim: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(char_vocab_size, dim, padding_idx=0)
-        self.conv = nn.Conv1d(dim, 2 * dim, kernel_size=3, padding=1)
-        self.out_features = 2 * dim
-
-    def forward(self, chars: Tensor) -> Tensor:
-        """(n, T, C) character ids -> (n, T, out_features)."""
-        n, steps, width = chars.shape
-        flat = chars.reshape(n * steps, width)
-        features = self.conv(self.embed(flat).transpose(1, 2))  # (n*T, 2*dim, C)
-        real = (flat != 0).unsqueeze(1)
-        pooled = features.masked_fill(~real, -torch.inf).amax(dim=2)
-        # A word without characters (and every padding step) encodes as zeros.
-        pooled = torch.where(real.any(dim=2), pooled, torch.zeros_like(pooled))
-        return pooled.reshape(n, steps, self.out_features)
-
-
-class BiLSTMTagger(nn.Module):
-    """Word embeddings (plus a CharEncoder when the data has characters), a bidirectional
-    LSTM and a head per step, linear or LDAM's cosine head (Lample et al. 2016 without the
-    CRF): word ids (n, T), 0 = padding, -> tag logits (n, T, num_classes). The sentences are packed
-    (pack_padded_sequence), so the LSTM never reads a padding step in either direction; the
-    logits at padding steps are meaningless and every caller masks them out."""
-
-    def __init__(
-        self,
-        vocab_size: int,
-        num_classes: int,
-        *,
-        char_vocab_size: int = 0,
-        embedding_dim: int = 64,
-        char_embedding_dim: int = 16,
-        hidden_size: int = 100,
-        layers: int = 1,
-        head: str = "linear",
-        head_scale: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.words = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
-        self.chars = CharEncoder(char_vocab_size, char_embedding_dim) if char_vocab_size else None
-        features = embedding_dim + (self.chars.out_features if self.chars else 0)
-        self.lstm = nn.LSTM(
-            features, hidden_size, num_layers=layers, batch_first=True, bidirectional=True
-        )
-        self.classify = classifier_head(2 * hidden_size, num_classes, head, head_scale)
-
-    def __call__(self, words: Tensor, chars: Tensor | None = None) -> Tensor:
-        out: Tensor = super().__call__(words, chars)
-        return out
-
-    def forward(self, words: Tensor, chars: Tensor | None = None) -> Tensor:
-        lengths = (words != 0).sum(dim=1)
-        x = self.words(words)
-        if self.chars is not None:
-            if chars is None:
-                raise ValueError("this tagger was trained with characters: pass chars")
-            x = torch.cat([x, self.chars(chars)], dim=2)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=words.shape[1])
-        logits: Tensor = self.classify(out)
-        return logits
-
-
-def tagger_from_card(card: dict[str, Any]) -> BiLSTMTagger:
-    """A bilstm_tagger card's model with untrained weights; load the safetensors file into
-    it. (model_from_card is for the classifiers.)"""
-    return BiLSTMTagger(**card["model_kwargs"])
-
-
 ARCHS: dict[str, Callable[..., Classifier]] = {
     "mlp": MLP,
     "small_cnn": SmallCNN,
@@ -390,11 +311,11 @@ def retrain_head(model: Classifier, seed: int) -> Head:
 
 def model_from_card(card: dict[str, Any]) -> Classifier:
     """The card's architecture with untrained weights; load the safetensors file into it.
-    A bilstm_tagger card loads with tagger_from_card."""
+    A bilstm_tagger card loads with workers.training.tagger_model.tagger_from_card."""
     if card["arch"] == "bilstm_tagger":
         raise NotAClassifier(
             "predict serves classification jobs; this job's model is a bilstm_tagger (task "
             "sequence_labeling): download it from GET /v1/jobs/{id}/model and rebuild it from "
-            "GET /v1/jobs/{id}/model/card (workers.training.models.tagger_from_card)"
+            "GET /v1/jobs/{id}/model/card (workers.training.tagger_model.tagger_from_card)"
         )
     return build_model(card["arch"], **card["model_kwargs"])

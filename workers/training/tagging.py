@@ -37,10 +37,10 @@ from counterweight.workers.training.loop import (
 )
 from counterweight.workers.training.losses import Loss, build_loss, sample_weights
 from counterweight.workers.training.metrics import evaluate_tokens
-from counterweight.workers.training.models import BiLSTMTagger
 from counterweight.workers.training.optim import build_optimizer
 from counterweight.workers.training.sampling import epoch_indices
 from counterweight.workers.training.selection import selection_for
+from counterweight.workers.training.tagger_model import BiLSTMTagger
 
 EVAL_BATCH_SENTENCES = 512  # inference only: bounded memory
 INPUT_DESCRIPTION = (
@@ -98,13 +98,24 @@ def sequence_loss(
 
 @torch.inference_mode()
 def word_logits(model: BiLSTMTagger, split: SentenceTensors) -> Tensor:
-    """Logits (words, k) of every word of the split, in the row-major order of its mask."""
+    """Logits (words, k) of every word of the split, in the row-major order of its mask.
+    The sentences are read shortest first, so that each batch is cut to a length close to
+    all of its sentences'; the logits go back to their words' places."""
     model.eval()
-    out = []
-    for start in range(0, len(split.words), EVAL_BATCH_SENTENCES):
-        batch = split.batch(slice(start, start + EVAL_BATCH_SENTENCES))
-        out.append(model(batch.words, batch.chars)[batch.mask])
-    return torch.cat(out)
+    lengths = (split.words != 0).sum(dim=1)
+    first_word = torch.cumsum(lengths, dim=0) - lengths  # words come before any padding
+    order = torch.argsort(lengths, stable=True)
+    out: Tensor | None = None
+    for start in range(0, len(order), EVAL_BATCH_SENTENCES):
+        rows = order[start : start + EVAL_BATCH_SENTENCES]
+        batch = split.batch(rows)
+        logits = model(batch.words, batch.chars)[batch.mask]
+        if out is None:
+            out = logits.new_empty(int(lengths.sum()), logits.shape[1])
+        steps = torch.arange(batch.words.shape[1], device=rows.device)
+        out[(first_word[rows].unsqueeze(1) + steps)[batch.mask]] = logits
+    assert out is not None  # every split has a sentence
+    return out
 
 
 def _evaluate(
