@@ -30,7 +30,7 @@ def upgrade() -> None:
         "ix_job_events_webhook_pending",
         "job_events",
         ["id"],
-        sqlite_where=sa.text("webhook_pending"),
+        sqlite_where=sa.text("webhook_pending = 1"),
         postgresql_where=sa.text("webhook_pending"),
     )
     op.create_table(

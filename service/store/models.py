@@ -204,11 +204,12 @@ class JobEvent(Base):
     __table_args__ = (
         # The unique (job_id, seq) index also serves replays and max(seq) per job.
         UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),
-        # Partial: the outbox's few pending rows, however long the table grows.
+        # Partial: the outbox's few pending rows, however long the table grows. Each
+        # backend's condition is the text its query has (SQLite: "= 1"), or it is not used.
         Index(
             "ix_job_events_webhook_pending",
             "id",
-            sqlite_where=text("webhook_pending"),
+            sqlite_where=text("webhook_pending = 1"),
             postgresql_where=text("webhook_pending"),
         ),
     )

@@ -21,12 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from counterweight.service.settings import Settings
 from counterweight.service.store.availability import describe_failure
-from counterweight.service.store.engine import transaction
+from counterweight.service.store.engine import read_only, transaction
 from counterweight.service.store.models import new_job_id
 from counterweight.service.store.webhooks.deliveries import (
     Claimed,
     claim_due,
     record_attempt,
+    work_waiting,
 )
 from counterweight.service.store.webhooks.outbox import fan_out
 from counterweight.service.webhooks.sender import send
@@ -74,6 +75,9 @@ class Dispatcher:
 
     def run_once(self) -> bool:
         """One round: fan out, then send what is due. Whether there was work."""
+        with read_only(self._sessions) as session:
+            if not work_waiting(session):
+                return False
         with transaction(self._sessions) as session:
             events = fan_out(session, limit=FAN_OUT_BATCH, public_url=self._settings.public_url)
         with transaction(self._sessions) as session:

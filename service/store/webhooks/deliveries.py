@@ -24,6 +24,7 @@ from counterweight.service.store.clock import db_now
 from counterweight.service.store.models import (
     DeliveryState,
     Job,
+    JobEvent,
     WebhookDelivery,
     WebhookSecret,
     WebhookSubscription,
@@ -64,6 +65,28 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+def _due() -> Any:
+    """Pending and due, or leased to a dispatcher whose lease expired (it died)."""
+    return or_(
+        and_(
+            WebhookDelivery.state == DeliveryState.pending,
+            WebhookDelivery.next_attempt_at <= db_now(),
+        ),
+        and_(
+            WebhookDelivery.state == DeliveryState.delivering,
+            WebhookDelivery.lease_expires_at <= db_now(),
+        ),
+    )
+
+
+def work_waiting(session: Session) -> bool:
+    """Whether an event waits to be fanned out or a delivery is due: two indexed reads,
+    so that an idle dispatcher takes no write lock (SQLite has one for everyone)."""
+    pending = select(JobEvent.id).where(JobEvent.webhook_pending).limit(1)
+    due = select(WebhookDelivery.id).where(_due()).limit(1)
+    return session.scalar(pending) is not None or session.scalar(due) is not None
+
+
 def _claim_statement() -> Any:
     earlier = aliased(WebhookDelivery)
     held_back = exists().where(
@@ -74,19 +97,7 @@ def _claim_statement() -> Any:
     )
     due = (
         select(WebhookDelivery.id)
-        .where(
-            or_(
-                and_(
-                    WebhookDelivery.state == DeliveryState.pending,
-                    WebhookDelivery.next_attempt_at <= db_now(),
-                ),
-                and_(
-                    WebhookDelivery.state == DeliveryState.delivering,
-                    WebhookDelivery.lease_expires_at <= db_now(),
-                ),
-            ),
-            ~held_back,
-        )
+        .where(_due(), ~held_back)
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(bindparam("claim_limit", type_=Integer()))
         .with_for_update(skip_locked=True)

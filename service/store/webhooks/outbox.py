@@ -55,7 +55,7 @@ def fan_out(session: Session, *, limit: int, public_url: str | None) -> int:
     """Turn up to `limit` pending events into deliveries; returns how many were taken."""
     events = session.scalars(
         select(JobEvent)
-        .where(JobEvent.webhook_pending.is_(True))
+        .where(JobEvent.webhook_pending)  # as the partial index's condition reads
         .order_by(JobEvent.id)
         .limit(limit)
         .with_for_update()
