@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import SLOW_DIGITS
+from tests.acceptance.conftest import SHORT_LEASES, SLOW_DIGITS
 from tests.processes import Service
 from tests.webhook_receiver import Receiver, first_arrivals
 
@@ -26,9 +26,7 @@ def webhook_service(database_url: str, tmp_path: Path) -> Iterator[Service]:
     running = Service(
         tmp_path,
         database_url,
-        lease_seconds="3",
-        heartbeat_seconds="0.5",
-        sweep_seconds="0.5",
+        **SHORT_LEASES,
         webhook_allowed_networks="127.0.0.1/32",
         webhook_backoff_seconds="0.2",
         webhook_poll_seconds="0.1",

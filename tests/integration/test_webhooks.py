@@ -17,6 +17,7 @@ from counterweight.service.store.engine import transaction
 from counterweight.service.store.queue.claim import claim
 from counterweight.service.store.queue.lease import Lease, finish, heartbeat
 from tests.conftest import ThreadedUvicorn
+from tests.integration.test_auth import bearer, new_key
 from tests.webhook_receiver import Receiver, first_arrivals
 
 BACKENDS = pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
@@ -176,3 +177,24 @@ def test_a_sweeps_notify_goes_to_each_job(api: httpx.Client) -> None:
     refused = api.post("/v1/sweeps", json=both)
     assert refused.status_code == 422
     assert refused.json()["detail"].startswith("notify:")
+
+
+@BACKENDS
+def test_webhooks_and_deliveries_are_the_tenants_own(api: httpx.Client, database_url: str) -> None:
+    _, acme = new_key(database_url, "acme")
+    _, other = new_key(database_url, "other")
+    api.post("/v1/webhooks/secret", headers=bearer(acme))
+    spec = {**DIGITS, "notify": {"url": "https://hooks.example.com/x"}}
+    job_id = api.post("/v1/jobs", json=spec, headers=bearer(acme)).json()["id"]
+    sub = api.post("/v1/webhooks", json={"url": "https://a.example/"}, headers=bearer(acme))
+    sub_id = sub.json()["id"]
+
+    assert api.get(f"/v1/jobs/{job_id}/deliveries", headers=bearer(acme)).status_code == 200
+    assert api.get(f"/v1/jobs/{job_id}/deliveries", headers=bearer(other)).status_code == 404
+    assert api.get("/v1/webhooks", headers=bearer(other)).json()["data"] == []
+    assert api.get(f"/v1/webhooks/{sub_id}", headers=bearer(other)).status_code == 404
+    assert api.delete(f"/v1/webhooks/{sub_id}", headers=bearer(other)).status_code == 404
+    # other's jobs need other's own secret: acme's does not sign for them
+    refused = api.post("/v1/jobs", json=spec, headers=bearer(other))
+    assert refused.status_code == 422
+    assert "tenant 'other' has no webhook secret" in refused.json()["detail"]
