@@ -200,7 +200,8 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         le=60,
-        description="Longest one delivery attempt may take, connecting included; longer "
+        description="Longest each step of a delivery attempt may take (connecting: at most "
+        "5 s; each wait for the answer's bytes), and the whole read of its answer; longer "
         "is a failed attempt, retried.",
     )
     webhook_backoff_seconds: float = Field(
