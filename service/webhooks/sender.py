@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import time
 from collections.abc import Sequence
+from functools import cache
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -103,7 +105,15 @@ def _client(timeout: float) -> httpx.Client:
     """A client of its own per attempt (no cookies or connections carried from one
     receiver to the next), without the environment's proxies, following no redirect."""
     return httpx.Client(
+        verify=_tls(),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         follow_redirects=False,
         trust_env=False,
     )
+
+
+@cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every attempt: loading the CA certificates is most of what a
+    client costs to make (a context holds no per-server state; clients share it)."""
+    return ssl.create_default_context()
