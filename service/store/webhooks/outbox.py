@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,10 +63,7 @@ def fan_out(session: Session, *, limit: int, public_url: str | None) -> int:
     ).all()
     if not events:
         return 0
-    jobs = {
-        job.id: job
-        for job in session.scalars(select(Job).where(Job.id.in_({e.job_id for e in events})))
-    }
+    jobs = _jobs(session, events)
     subscriptions: dict[str, list[WebhookSubscription]] = defaultdict(list)
     tenants = {job.tenant for job in jobs.values()}
     for row in session.scalars(
@@ -102,14 +100,45 @@ def fan_out(session: Session, *, limit: int, public_url: str | None) -> int:
     return len(events)
 
 
+@dataclass(frozen=True)
+class JobFacts:
+    """What a delivery's body and targets need of its job: never the whole spec, which
+    may hold a million inline weights, nor a result unless the job succeeded."""
+
+    id: str
+    tenant: str
+    notify: dict[str, Any] | None
+    sweep_id: str | None
+    attempt: int
+    result: dict[str, Any] | None
+
+
+def _jobs(session: Session, events: Sequence[JobEvent]) -> dict[str, JobFacts]:
+    ids = {event.job_id for event in events}
+    succeeded = {event.job_id for event in events if event_name(event) == "succeeded"}
+    results: dict[str, dict[str, Any] | None] = {}
+    if succeeded:
+        query_results = select(Job.id, Job.result).where(Job.id.in_(succeeded))
+        results = {job_id: result for job_id, result in session.execute(query_results)}
+    query = select(
+        Job.id, Job.tenant, Job.spec["notify"].label("notify"), Job.sweep_id, Job.attempt
+    ).where(Job.id.in_(ids))
+    return {
+        row.id: JobFacts(
+            row.id, row.tenant, row.notify, row.sweep_id, row.attempt, results.get(row.id)
+        )
+        for row in session.execute(query)
+    }
+
+
 def _targets(
-    job: Job, name: str | None, subscriptions: Sequence[WebhookSubscription]
+    job: JobFacts, name: str | None, subscriptions: Sequence[WebhookSubscription]
 ) -> list[tuple[str, str | None, str]]:
     """(target, subscription id, url) of everyone who asked for this event of this job."""
     if name is None:
         return []
     targets: list[tuple[str, str | None, str]] = []
-    notify = job.spec.get("notify")
+    notify = job.notify
     if isinstance(notify, dict) and name in notify.get("events", ()):
         targets.append((NOTIFY_TARGET, None, str(notify["url"])))
     for row in subscriptions:
@@ -119,7 +148,7 @@ def _targets(
 
 
 def payload(
-    delivery_id: str, name: str, event: JobEvent, job: Job, public_url: str | None
+    delivery_id: str, name: str, event: JobEvent, job: JobFacts, public_url: str | None
 ) -> dict[str, Any]:
     """The JSON body of a delivery (DESIGN.md section 3, "Webhooks")."""
     data = event.data
