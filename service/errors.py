@@ -100,6 +100,23 @@ class KeyNotFound(DomainError, LookupError):
         super().__init__(f"no API key with id {key_id!r}")
 
 
+# --- webhooks (service.webhooks, service.store.webhooks) ---------------------------------
+
+
+class WebhookError(DomainError, ValueError):
+    """A webhook that cannot be set up as asked (422); the message names the field."""
+
+
+class WebhookAddressRefused(WebhookError):
+    """A webhook URL whose host is, or resolves to, an address deliveries may not reach
+    (loopback, link-local, private ...) outside COUNTERWEIGHT_WEBHOOK_ALLOWED_NETWORKS."""
+
+
+class WebhookNotFound(DomainError, LookupError):
+    def __init__(self, subscription_id: str) -> None:
+        super().__init__(f"no webhook subscription with id {subscription_id!r}")
+
+
 # --- results: the artifact store and predict --------------------------------------------
 
 

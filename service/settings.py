@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """'127.0.0.1/32, 10.0.0.0/8' -> networks; a bare address is its own /32 or /128."""
+    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
 
 
 class Settings(BaseSettings):
@@ -193,6 +201,62 @@ class Settings(BaseSettings):
         "file, an upload's check) before a 503 with Retry-After; the read goes on, and a "
         "request after it ends gets its file.",
     )
+
+    # Webhooks (service.webhooks): who may be reached, how long each try and all of them take.
+    webhook_dispatch: bool = Field(
+        True,
+        description="Whether this API process delivers webhooks. Any number may: each "
+        "delivery is leased to one at a time.",
+    )
+    webhook_allowed_networks: str = Field(
+        "",
+        description="Comma-separated networks (CIDR) that deliveries may reach although they "
+        "are loopback, link-local or private, e.g. '10.0.0.0/8' or '127.0.0.1/32'; "
+        "empty: public addresses only.",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="Longest each step of a delivery attempt may take (connecting: at most "
+        "5 s; each wait for the answer's bytes), and the whole read of its answer; longer "
+        "is a failed attempt, retried.",
+    )
+    webhook_backoff_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Wait before a failed delivery's first retry; each next one waits twice "
+        "as long, at most an hour.",
+    )
+    webhook_retry_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="How long a delivery is retried, from its event, before it is given up "
+        "as failed (at least one attempt is always made).",
+    )
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a dispatcher looks for new events and due retries."
+    )
+    webhook_concurrency: int = Field(
+        4, gt=0, le=64, description="Deliveries one API process sends at once."
+    )
+    public_url: str | None = Field(
+        None,
+        description="The API's address as clients reach it, e.g. https://cw.example.com: "
+        "webhook bodies' links start with it (else they are paths).",
+    )
+
+    @model_validator(mode="after")
+    def _webhook_networks(self) -> Settings:
+        try:
+            parse_networks(self.webhook_allowed_networks)
+        except ValueError as exc:
+            raise ValueError(f"webhook_allowed_networks: {exc}") from exc
+        return self
+
+    @property
+    def webhook_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.webhook_allowed_networks)
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Settings:

@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from counterweight.service.api.auth import Principal
+from counterweight.service.api.notify import check_notify
 from counterweight.service.api.storage_calls import StorageCalls
 from counterweight.service.architectures import (
     arch_kwargs,
@@ -155,6 +156,8 @@ def admit(
         max_batch_size=settings.max_batch_size,
         max_inline_weights=settings.max_inline_weights,
     )
+    if spec.notify is not None:
+        check_notify(spec.notify, settings, sessions, principal.tenant)
     if spec.dataset.id is not None:
         with read_only(sessions) as session:
             check_upload_usable(session, spec.dataset.id, principal.scope)

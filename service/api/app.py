@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from counterweight.service.api import (
     routes_jobs,
     routes_results,
     routes_sweeps,
+    routes_webhooks,
     routes_workers,
 )
 from counterweight.service.api.allow import full_allow
@@ -55,6 +57,8 @@ from counterweight.service.errors import (
     SweepNotFound,
     TooManyInputs,
     UploadTooLarge,
+    WebhookError,
+    WebhookNotFound,
 )
 from counterweight.service.settings import Settings, get_settings
 from counterweight.service.store.availability import unavailable
@@ -64,6 +68,7 @@ from counterweight.service.store.engine import (
     make_session_factory,
     upgrade,
 )
+from counterweight.service.webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,8 @@ ERROR_STATUS: dict[type[DomainError], int] = {
     SweepNotFound: 404,
     LimitExceeded: 422,
     QueueFull: 429,
+    WebhookError: 422,
+    WebhookNotFound: 404,
     StorageError: 503,
     DatabaseUnavailable: 503,  # read-only, its file gone, the server down (_database_error)
 }
@@ -177,6 +184,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         janitor = Janitor(app.state.sessions, settings)
         janitor.start()
         await app.state.poll_reads.open()
+        # Deliveries go out on threads of their own, never on the event loop.
+        dispatcher = Dispatcher(settings, app.state.sessions) if settings.webhook_dispatch else None
+        if dispatcher is not None:
+            dispatcher.start()
         # What start-up made (modules, classes, the routes) lives as long as the process:
         # out of the collector's sight, a full collection scans only what requests make.
         # Otherwise, under load, one about every half minute scanned all of start-up's
@@ -185,6 +196,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         gc.unfreeze()
+        if dispatcher is not None:
+            await asyncio.to_thread(dispatcher.stop)
         await hub.stop()
         await janitor.stop()
         await app.state.poll_reads.close()
@@ -228,6 +241,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_results.router)
     app.include_router(routes_sweeps.router)
     app.include_router(routes_workers.router)
+    app.include_router(routes_webhooks.router)
     document_security(app)
     return app
 

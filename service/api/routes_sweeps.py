@@ -37,8 +37,9 @@ def submit_sweep(
 ) -> SweepOut:
     """Queue one job per grid combination; every one is validated before any is queued."""
     stored_uploads: set[str] = set()  # each upload is looked for in the store once
-    sweeps.check_inline_weights(body.base, body.grid, settings.max_inline_weights)
-    combinations = sweeps.expand(body.base, body.grid)
+    base = body.base_with_notify()
+    sweeps.check_inline_weights(base, body.grid, settings.max_inline_weights)
+    combinations = sweeps.expand(base, body.grid)
     for combination in combinations:  # each job carries the sweep's labels too
         sweeps.add_labels(combination.spec, body.labels)
     specs = sweeps.validate(
@@ -50,7 +51,7 @@ def submit_sweep(
     with transaction(sessions) as session:
         sweep, jobs = create_sweep(
             session,
-            body.base,
+            base,
             body.grid,
             specs,
             labels=body.labels,

@@ -11,7 +11,9 @@ from pydantic import BaseModel, BeforeValidator, Field
 from counterweight.service.api import sweeps
 from counterweight.service.api.result_schemas import SweepProgress, SweepRow
 from counterweight.service.data.npz import DatasetKind
+from counterweight.service.errors import SweepError
 from counterweight.service.labels import LABELS_HELP, Labels
+from counterweight.service.spec import NotifySpec
 from counterweight.service.store.models import Dataset, Job, JobStatus, Sweep
 from counterweight.service.store.queue.devices import Fleet
 
@@ -281,6 +283,19 @@ class SweepIn(BaseModel):
         description=f"The sweep's labels; each of its jobs gets them too, over the base "
         f"spec's. {LABELS_HELP}",
     )
+    notify: NotifySpec | None = Field(
+        None,
+        description="Webhooks for every job of the sweep, as a job's notify (or give notify "
+        "in base; not both).",
+    )
+
+    def base_with_notify(self) -> dict[str, Any]:
+        """The base every job starts from, with the sweep's notify in it."""
+        if self.notify is None:
+            return self.base
+        if "notify" in self.base:
+            raise SweepError("notify: given both in base and at the top of the sweep; give it once")
+        return {**self.base, "notify": self.notify.model_dump(mode="json")}
 
 
 class SweepOut(BaseModel):

@@ -20,6 +20,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -227,9 +229,22 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    # The webhook outbox (service.store.webhooks.outbox): true on a status or epoch event
+    # until a dispatcher has turned it into deliveries, in the transaction that does so.
+    webhook_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
-    # The unique (job_id, seq) index also serves replays and max(seq) per job.
-    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+    __table_args__ = (
+        # The unique (job_id, seq) index also serves replays and max(seq) per job.
+        UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),
+        # Partial: the outbox's few pending rows, however long the table grows. Each
+        # backend's condition is the text its query has (SQLite: "= 1"), or it is not used.
+        Index(
+            "ix_job_events_webhook_pending",
+            "id",
+            sqlite_where=text("webhook_pending = 1"),
+            postgresql_where=text("webhook_pending"),
+        ),
+    )
 
 
 class WorkerRecord(Base):
@@ -281,3 +296,84 @@ class StoreUsage(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     files: Mapped[int] = mapped_column(Integer)
     measured_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+
+class WebhookSubscription(Base):
+    """A tenant's standing order for its jobs' events (service.store.webhooks.subscriptions).
+    The secret signs its deliveries: kept as given (signing needs it), shown once."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+
+class WebhookSecret(Base):
+    """The secret that signs the deliveries a job's own `notify` asks for, one per tenant."""
+
+    __tablename__ = "webhook_secrets"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+
+
+class DeliveryState(enum.StrEnum):
+    pending = "pending"  # waiting for its next attempt (or for an earlier event's delivery)
+    delivering = "delivering"  # leased to a dispatcher, which is sending it
+    delivered = "delivered"  # a 2xx answered it
+    failed = "failed"  # given up: COUNTERWEIGHT_WEBHOOK_RETRY_SECONDS passed without a 2xx
+    cancelled = "cancelled"  # its subscription was deleted first
+
+    @property
+    def is_final(self) -> bool:
+        return self in (DeliveryState.delivered, DeliveryState.failed, DeliveryState.cancelled)
+
+
+class WebhookDelivery(Base):
+    """One event of one job for one target (the job's `notify`, or a subscription), with
+    every attempt at sending it (service.store.webhooks.deliveries)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", name="fk_webhook_deliveries_job")
+    )
+    event_id: Mapped[int] = mapped_column(Integer)  # job_events.id
+    seq: Mapped[int] = mapped_column(Integer)  # job_events.seq: the order per job and target
+    event: Mapped[str] = mapped_column(String(16))  # queued ... cancelled, or epoch
+    # "notify" (the job's spec), or "subscription:<id>": each target gets a job's events
+    # in order, one at a time.
+    target: Mapped[str] = mapped_column(String(64))
+    subscription_id: Mapped[str | None] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent, every attempt alike
+    state: Mapped[DeliveryState] = mapped_column(
+        Enum(
+            DeliveryState,
+            name="delivery_state",
+            native_enum=False,
+            length=16,
+            create_constraint=True,
+        ),
+        default=DeliveryState.pending,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims, as a job's attempt
+    # [{"attempt", "at", "status_code", "error", "response", "duration_ms"}], newest last
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    created_at: Mapped[datetime] = mapped_column(server_default=db_now())
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "target", name="uq_webhook_deliveries_event_target"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_order", "job_id", "target", "seq"),
+    )

@@ -19,17 +19,18 @@ SLOW_DIGITS: dict[str, Any] = {
 }
 
 
+# Short leases so that a killed worker's job is rescued within seconds.
+SHORT_LEASES = {
+    "lease_seconds": "3",
+    "heartbeat_seconds": "0.5",
+    "sweep_seconds": "0.5",
+    "retry_backoff_seconds": "0.5",
+}
+
+
 @pytest.fixture
 def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
-    # Short leases so that a killed worker's job is rescued within seconds.
-    running = Service(
-        tmp_path,
-        database_url,
-        lease_seconds="3",
-        heartbeat_seconds="0.5",
-        sweep_seconds="0.5",
-        retry_backoff_seconds="0.5",
-    )
+    running = Service(tmp_path, database_url, **SHORT_LEASES)
     try:
         running.start_api()
         yield running

@@ -32,7 +32,12 @@ from tests.conftest import ThreadedUvicorn
 
 DIGITS: dict[str, Any] = {"dataset": {"name": "digits"}, "train": {"epochs": 1}}
 # What each kind of path parameter is filled with: the owner's object, or a value.
-ID_PARAMS = {"job_id": "job", "sweep_id": "sweep", "dataset_id": "dataset"}
+ID_PARAMS = {
+    "job_id": "job",
+    "sweep_id": "sweep",
+    "dataset_id": "dataset",
+    "subscription_id": "webhook",
+}
 OTHER_PARAMS = {"name": "curves"}  # a plot name; the job id before it decides the 404
 BODIES: dict[str, Any] = {"predict": {"inputs": [[0.0] * 64]}}
 
@@ -42,7 +47,13 @@ class World:
     http: httpx.Client
     routes: list[tuple[str, str]]  # (method, path) of every /v1 operation
     keys: dict[str, dict[str, str]]  # "alice", "bob", "admin" -> headers
-    ids: dict[str, str]  # "job", "sweep", "dataset" -> alice's
+    ids: dict[str, str]  # "job", "sweep", "dataset", "webhook" -> alice's
+
+
+def new_webhook(http: httpx.Client, headers: dict[str, str]) -> str:
+    body = {"url": "https://hooks.example.com/a"}
+    webhook_id: str = http.post("/v1/webhooks", json=body, headers=headers).json()["id"]
+    return webhook_id
 
 
 def tiny_npz() -> bytes:
@@ -77,7 +88,8 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
         sweep = http.post("/v1/sweeps", json=sweep_body, headers=alice).json()["id"]
         files = {"file": ("tiny.npz", tiny_npz())}
         dataset = http.post("/v1/datasets", files=files, headers=alice).json()["id"]
-        yield World(http, routes, keys, {"job": job, "sweep": sweep, "dataset": dataset})
+        ids = {"job": job, "sweep": sweep, "dataset": dataset, "webhook": new_webhook(http, alice)}
+        yield World(http, routes, keys, ids)
 
 
 def v1_routes(app: FastAPI) -> list[tuple[str, str]]:
@@ -130,6 +142,8 @@ def test_another_tenants_id_is_a_404_and_no_key_a_401_on_every_route(world: Worl
         for owner in ("alice",) if method == "DELETE" else ("alice", "admin"):
             status = send(world, method, path, world.keys[owner])
             assert status not in (401, 404), f"{owner}: {method} {path} -> {status}"
+            if (method, path) == ("DELETE", "/v1/webhooks/{subscription_id}"):
+                world.ids["webhook"] = new_webhook(world.http, world.keys["alice"])
 
 
 @pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import JSON, String, bindparam, func, insert, select
+from sqlalchemy import JSON, Boolean, String, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from counterweight.service.store.models import Job, JobEvent, JobStatus
@@ -38,7 +38,10 @@ _APPEND = insert(JobEvent).values(
     seq=_NEXT_SEQ,
     type=bindparam("event_type", type_=String()),
     data=bindparam("event_data", type_=JSON()),
+    webhook_pending=bindparam("event_webhook", type_=Boolean()),
 )
+# The events a webhook may ask for (service.store.webhooks.outbox): these enter the outbox.
+WEBHOOK_EVENT_TYPES = frozenset({"status", "epoch"})
 
 
 def record_event(session: Session, job_id: str, type: EventType, data: dict[str, Any]) -> None:
@@ -46,8 +49,15 @@ def record_event(session: Session, job_id: str, type: EventType, data: dict[str,
 
     Call it only inside the transaction that also UPDATEs the job's row (after that
     UPDATE): its lock is what serialises writers per job (see the module docstring).
+    A status or epoch event enters the webhook outbox in the same insert, so that an
+    event committed is an event some dispatcher will deliver, whatever crashes next.
     """
-    params = {"event_job_id": job_id, "event_type": type, "event_data": data}
+    params = {
+        "event_job_id": job_id,
+        "event_type": type,
+        "event_data": data,
+        "event_webhook": type in WEBHOOK_EVENT_TYPES,
+    }
     session.execute(_APPEND, params)
 
 
