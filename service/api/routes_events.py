@@ -85,7 +85,7 @@ def _job(sessions: sessionmaker[Session], job_id: str, tenant: str | None) -> Jo
         503: {"description": "The artifact store does not answer"},
     },
 )
-async def read_job_logs(
+async def get_job_logs(
     job_id: str,
     request: Request,
     principal: PrincipalDep,

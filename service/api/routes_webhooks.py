@@ -38,7 +38,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No subscript
 
 
 @router.post("/webhooks/secret", status_code=201)
-def create_secret(sessions: SessionsDep, principal: PrincipalDep) -> SecretCreated:
+def create_webhook_secret(sessions: SessionsDep, principal: PrincipalDep) -> SecretCreated:
     """Make (or replace) the secret that signs the deliveries of the caller's jobs' own
     `notify`. Shown once. Replacing it re-signs every delivery sent from now on."""
     with transaction(sessions) as session:
@@ -79,7 +79,7 @@ def list_webhooks(sessions: SessionsDep, principal: PrincipalDep) -> Subscriptio
 
 
 @router.get("/webhooks/{subscription_id}", responses=NOT_FOUND)
-def read_webhook(
+def get_webhook(
     subscription_id: str, sessions: SessionsDep, principal: PrincipalDep
 ) -> SubscriptionOut:
     with read_only(sessions) as session:

@@ -41,13 +41,26 @@ STABLE_IDS = {
     ("GET", "/v1/sweeps/{sweep_id}"): "get_sweep",
     ("GET", "/v1/sweeps/{sweep_id}/plots/compare.png"): "get_sweep_plot",
     ("GET", "/v1/workers"): "list_workers",
+    ("DELETE", "/v1/jobs/{job_id}"): "delete_job",
+    ("GET", "/v1/jobs/{job_id}/logs"): "get_job_logs",
+    ("GET", "/v1/jobs/{job_id}/deliveries"): "list_deliveries",
+    ("GET", "/v1/sweeps"): "list_sweeps",
+    ("POST", "/v1/sweeps/{sweep_id}/cancel"): "cancel_sweep",
+    ("DELETE", "/v1/datasets/{dataset_id}"): "delete_dataset",
+    ("POST", "/v1/webhooks"): "create_webhook",
+    ("GET", "/v1/webhooks"): "list_webhooks",
+    ("GET", "/v1/webhooks/{subscription_id}"): "get_webhook",
+    ("POST", "/v1/webhooks/secret"): "create_webhook_secret",
+    ("DELETE", "/v1/webhooks/{subscription_id}"): "delete_webhook",
 }
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 MAX_ID_LENGTH = 32
 # Objects meant to hold any JSON, each for a reason: a job spec as the client sent it
 # (in listings an inline sample_weight is shown by its shape, which JobSpec would refuse),
-# an arch's keyword arguments (they differ by arch), a sweep cell's grid values.
+# an arch's keyword arguments (they differ by arch), a sweep cell's grid values, a webhook
+# delivery's body as it was sent and signed (its shape: DESIGN.md section 3, "Webhooks").
 FREE_FORM = {
+    "DeliveryOut.body",
     "JobOut.spec",
     "CancelOut.spec",
     "ValidationReport.spec",
