@@ -32,6 +32,7 @@ from counterweight.service.api.middleware import BodySizeLimit, NoNulInUrl
 from counterweight.service.api.openapi import document_security
 from counterweight.service.api.reads import PollReads
 from counterweight.service.api.storage_calls import StorageCalls
+from counterweight.service.api.ui.install import install as install_ui
 from counterweight.service.errors import (
     ArtifactMissing,
     BadCursor,
@@ -165,6 +166,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Training as a service for class-imbalanced learning.",
         lifespan=lifespan,
+        # /docs is served with Swagger UI's files from the package (service.api.ui.docs).
+        docs_url=None,
+        redoc_url=None,
         default_response_class=SafeJSONResponse,
         # Every /v1 route, whichever router brings it, needs an API key (service.api.deps).
         dependencies=[Depends(require_key_on_v1)],
@@ -190,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_results.router)
     app.include_router(routes_sweeps.router)
     app.include_router(routes_workers.router)
+    install_ui(app)  # the dashboard under /ui, and /docs
     document_security(app)
     return app
 

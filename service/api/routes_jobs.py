@@ -117,6 +117,10 @@ def list_all(
     settings: SettingsDep,
     principal: PrincipalDep,
     status: JobStatus | None = None,
+    dataset: Annotated[
+        str | None, Query(min_length=1, description="Only jobs on this `dataset.name`")
+    ] = None,
+    loss: Annotated[str | None, Query(min_length=1, description="Only this `loss.type`")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[
         str | None, Query(min_length=1, description="`next_cursor` of the previous page")
@@ -127,7 +131,13 @@ def list_all(
     GET /v1/jobs/{id} has the values."""
     with read_only(sessions) as session:
         jobs, next_cursor = list_jobs(
-            session, status=status, limit=limit, cursor=cursor, tenant=principal.scope
+            session,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+            tenant=principal.scope,
+            dataset=dataset,
+            loss=loss,
         )
         fleet = _fleet_for(jobs, session, settings)
         return JobPage(data=[JobOut.of(job, fleet) for job in jobs], next_cursor=next_cursor)

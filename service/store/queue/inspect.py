@@ -129,14 +129,21 @@ def list_jobs(
     limit: int,
     cursor: str | None,
     tenant: str | None = None,
+    dataset: str | None = None,
+    loss: str | None = None,
 ) -> tuple[Sequence[Row[Any]], str | None]:
     """A page of jobs (rows of JOB_LISTING), newest first, and the cursor of the next page
-    (None at the end); only `tenant`'s jobs, or every tenant's when it is None."""
+    (None at the end); only `tenant`'s jobs, or every tenant's when it is None; only those
+    whose spec names `dataset` (dataset.name) or `loss` (loss.type), when given."""
     query = JOB_LISTING.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     if tenant is not None:
         query = query.where(Job.tenant == tenant)
     if status is not None:
         query = query.where(Job.status == status)
+    if dataset is not None:
+        query = query.where(Job.spec["dataset"]["name"].as_string() == dataset)
+    if loss is not None:
+        query = query.where(Job.spec["loss"]["type"].as_string() == loss)
     if cursor is not None:
         created_at, job_id = decode_cursor(cursor)
         query = query.where(
@@ -159,3 +166,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadCursor("cursor is not one this API returned; pass next_cursor as given") from exc
+
+
+def final_scores(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For the succeeded jobs among `job_ids`: the test split's balanced accuracy and
+    per-class recall, and the training class counts (DESIGN.md section 5), picked out of
+    each result by the database so that a page of jobs never loads their histories."""
+    if not job_ids:
+        return {}
+    query = select(
+        Job.id,
+        Job.result["final"]["balanced_accuracy"].label("balanced_accuracy"),
+        Job.result["final"]["per_class_recall"].label("per_class_recall"),
+        Job.result["train_class_counts"].label("train_class_counts"),
+    ).where(Job.id.in_(job_ids), Job.status == JobStatus.succeeded)
+    return {row.id: row._asdict() for row in session.execute(query)}
