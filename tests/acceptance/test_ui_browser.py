@@ -129,6 +129,9 @@ def test_plan_watch_and_compare_in_the_browser(service: Service, watched: Watche
     _type_spec(page, {**WATCHED, "train": {**WATCHED["train"], "epochs": 0}})
     expect(page.locator("#report-errors .error")).to_contain_text("train.epochs")
     expect(page.locator("#submit")).to_be_disabled()
+    _type_spec(page, {**WATCHED, "sample_weight": [1.0, 2.0, 3.0]})
+    expect(page.locator("#report-errors .error")).to_contain_text("sample_weight")
+    expect(page.locator("#report-errors .error")).to_contain_text("shape")
     _type_spec(page, WATCHED)
     expect(page.locator("#report-state")).to_have_text("valid")
     expect(page.locator("#report-table tbody tr")).to_have_count(3)
@@ -140,18 +143,22 @@ def test_plan_watch_and_compare_in_the_browser(service: Service, watched: Watche
     page.wait_for_url(f"{service.url}/ui/jobs/*")
     first = page.url.rsplit("/", 1)[1]
     seen: set[tuple[str, str]] = set()
+    live_seen = False  # an epoch shown while the job runs
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         status = page.locator("#job-status").get_attribute("data-status") or ""
-        seen.add((status, page.locator("#curves").get_attribute("data-epochs") or ""))
+        epochs = page.locator("#curves").get_attribute("data-epochs") or ""
+        live = status == "running" and epochs not in ("", "0")
+        if live and not live_seen:
+            watched.shot("job-running")
+        live_seen = live_seen or live
+        seen.add((status, epochs))
         if status == "succeeded" and page.locator("#per-class").count():
             break
         page.wait_for_timeout(150)
     else:
         raise AssertionError(f"job page did not end: {seen}\n{service.logs()}")
-    assert any(status == "running" and epochs not in ("", "0") for status, epochs in seen), (
-        f"the page never showed a finished epoch while the job ran: {seen}"
-    )
+    assert live_seen, f"the page never showed a finished epoch while the job ran: {seen}"
     expect(page.locator("#curves")).to_have_attribute("data-epochs", "4")
     expect(page.locator("#per-class tbody tr")).to_have_count(3)
     expect(page.locator("table.heat")).to_have_count(2)
@@ -211,7 +218,9 @@ def test_plan_watch_and_compare_in_the_browser(service: Service, watched: Watche
     expect(page.locator("#job-rows tr")).to_have_count(2)  # the second job, the sweep's
     expect(page.locator(f"#job-rows tr[data-job='{second}']")).to_have_count(1)
 
-    # A class name that is markup shows as text, and runs nothing.
+    # A class name that is markup shows as text, and runs nothing. Its job, submitted
+    # while the jobs page is open, appears there and ends without a reload.
+    page.goto(f"{service.url}/ui/jobs")
     dataset_id = _upload_with_names(service)
     named = service.submit(
         {
@@ -220,13 +229,21 @@ def test_plan_watch_and_compare_in_the_browser(service: Service, watched: Watche
             "train": {"epochs": 1},
         }
     )
-    assert service.wait_until_ended(named)["status"] == "succeeded"
+    expect(page.locator(f"tr[data-job='{named}'] .status")).to_have_text("succeeded")
     page.goto(f"{service.url}/ui/jobs/{named}")
     expect(page.locator("#per-class tbody th").first).to_have_text(SCRIPT_NAME)
     expect(page.locator("#plan tbody th").nth(1)).to_have_text("b&<i>x</i>")
     expect(page.locator("#curves")).to_have_attribute("data-epochs", "1")
     page.wait_for_timeout(300)  # the legend is drawn; an injected script would have run
     watched.shot("markup-class-names")
+
+    # Cancel from the job page (a form POST from the dashboard's own origin).
+    slow = service.submit({**WATCHED, "train": {**WATCHED["train"], "epochs": 50}})
+    page.goto(f"{service.url}/ui/jobs/{slow}")
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "running")
+    page.click("#cancel")
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "cancelled")
+    assert service.job(slow)["status"] == "cancelled"
 
     assert watched.dialogs == [], "a class name ran as script"
     assert watched.errors == [], f"console errors (CSP violations?): {watched.errors}"

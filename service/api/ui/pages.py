@@ -195,6 +195,7 @@ def job_page(
         "job.html",
         job=job,
         spec_text=json.dumps(views.shown_spec(job.spec), indent=2),
+        epochs_total=views.epochs_total(job.spec),
         remedy=views.remedy(job.spec),
         dataset=views.dataset_name(job.spec),
         report=report,

@@ -44,6 +44,13 @@ def shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def epochs_total(spec: dict[str, Any]) -> int:
+    """The epochs a job runs unless it stops early: both stages of a two-stage job."""
+    train = spec.get("train") or {}
+    stage2 = train.get("stage2") or {}
+    return int(train.get("epochs", 0)) + int(stage2.get("epochs", 0))
+
+
 def dataset_name(spec: dict[str, Any]) -> str:
     dataset = spec.get("dataset") or {}
     name = str(dataset.get("name", "?"))

@@ -39,7 +39,11 @@ function lineChart(element, title, names, options = {}) {
   })));
   const plot = new uPlot({
     title, width, height: 240,
-    scales: { x: { time: false }, y: options.unit ? { range: [0, 1] } : {} },
+    // A job's whole run from the start (options.epochs), so a live chart does not rescale.
+    scales: {
+      x: options.epochs >= 2 ? { time: false, range: [1, options.epochs] } : { time: false },
+      y: options.unit ? { range: [0, 1] } : {},
+    },
     axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] }, {}],
     series,
     plugins: [markEpoch(() => options.selected ? options.selected() : null)],

@@ -10,12 +10,13 @@ document.addEventListener("DOMContentLoaded", () => {
   let selected = box.dataset.selected ? Number(box.dataset.selected) : null;
   const { lineChart } = window.CounterweightCharts;
   const sel = () => selected;
+  const total = Number(box.dataset.epochsTotal) || 0;
   const loss = lineChart(document.getElementById("chart-loss"), "Loss",
-    ["train loss", "validation loss"], { selected: sel });
+    ["train loss", "validation loss"], { selected: sel, epochs: total });
   const balanced = lineChart(document.getElementById("chart-balanced"),
-    "Validation balanced accuracy", ["balanced accuracy"], { selected: sel, unit: true });
+    "Validation balanced accuracy", ["balanced accuracy"], { selected: sel, unit: true, epochs: total });
   const recall = lineChart(document.getElementById("chart-recall"),
-    "Validation recall per class", classes.map((c) => `recall ${c}`), { selected: sel, unit: true });
+    "Validation recall per class", classes.map((c) => `recall ${c}`), { selected: sel, unit: true, epochs: total });
   const rows = new Map();
   const seen = document.getElementById("epochs-seen");
 
