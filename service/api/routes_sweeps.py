@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from counterweight.service.api import sweeps
 from counterweight.service.api.admission import admit
 from counterweight.service.api.deps import PrincipalDep, SessionsDep, SettingsDep, StorageCallsDep
-from counterweight.service.api.schemas import SweepIn, SweepOut
+from counterweight.service.api.schemas import SweepIn, SweepOut, SweepPage, SweepSummary
 from counterweight.service.store.engine import read_only, transaction
-from counterweight.service.store.sweeps import create_sweep, get_sweep
+from counterweight.service.store.sweeps import create_sweep, get_sweep, list_sweeps
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -53,6 +53,22 @@ def submit_sweep(
         )
     response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
     return SweepOut.of(sweep, jobs)
+
+
+@router.get("")
+def list_all(
+    sessions: SessionsDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        str | None, Query(min_length=1, description="`next_cursor` of the previous page")
+    ] = None,
+) -> SweepPage:
+    """Sweeps, newest first, with their status and progress; pass `next_cursor` back as
+    `cursor` for the next page."""
+    with read_only(sessions) as session:
+        page, next_cursor = list_sweeps(session, limit=limit, cursor=cursor, tenant=principal.scope)
+        return SweepPage(data=[SweepSummary.of(*item) for item in page], next_cursor=next_cursor)
 
 
 @router.get("/{sweep_id}", responses=ERRORS)

@@ -270,6 +270,32 @@ class SweepOut(BaseModel):
         )
 
 
+class SweepSummary(BaseModel):
+    """A sweep in a listing: its grid and where its jobs stand (GET /v1/sweeps/{id} has the
+    table)."""
+
+    id: str
+    status: str = Field(description="As a sweep's `status`.")
+    progress: dict[str, Any] = Field(description="As a sweep's `progress`.")
+    grid: dict[str, Any] = Field(description="The grid as it was posted.")
+    created_at: UtcTime
+
+    @classmethod
+    def of(cls, sweep: Sweep, statuses: list[JobStatus]) -> SweepSummary:
+        return cls(
+            id=sweep.id,
+            status=sweeps.sweep_status(statuses),
+            progress=sweeps.progress(statuses),
+            grid=sweep.grid,
+            created_at=sweep.created_at,
+        )
+
+
+class SweepPage(BaseModel):
+    data: list[SweepSummary]
+    next_cursor: str | None
+
+
 # --- workers, health ----------------------------------------------------------------------
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from counterweight.service.errors import SweepNotFound
 from counterweight.service.spec import JobSpec
-from counterweight.service.store.models import DEFAULT_TENANT, Job, Sweep
+from counterweight.service.store.models import DEFAULT_TENANT, Job, JobStatus, Sweep
 from counterweight.service.store.queue.enqueue import check_queue, enqueue
+from counterweight.service.store.queue.inspect import decode_cursor, encode_cursor
 
 
 def create_sweep(
@@ -51,3 +52,35 @@ def get_sweep(
         raise SweepNotFound(sweep_id)
     jobs = list(session.scalars(select(Job).where(Job.sweep_id == sweep_id)))
     return sweep, jobs
+
+
+def list_sweeps(
+    session: Session, *, limit: int, cursor: str | None, tenant: str | None = None
+) -> tuple[list[tuple[Sweep, list[JobStatus]]], str | None]:
+    """A page of sweeps, newest first, each with its jobs' statuses (counted by the
+    database: a page never loads the jobs), and the cursor of the next page (None at the
+    end); only `tenant`'s, or every tenant's when it is None."""
+    query = select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)
+    if tenant is not None:
+        query = query.where(Sweep.tenant == tenant)
+    if cursor is not None:
+        created_at, sweep_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Sweep.created_at < created_at,
+                and_(Sweep.created_at == created_at, Sweep.id < sweep_id),
+            )
+        )
+    found = list(session.scalars(query))
+    page, next_cursor = found[:limit], None
+    if len(found) > limit:
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].id)
+    statuses: dict[str, list[JobStatus]] = {sweep.id: [] for sweep in page}
+    counts = session.execute(
+        select(Job.sweep_id, Job.status, func.count())
+        .where(Job.sweep_id.in_(list(statuses)))
+        .group_by(Job.sweep_id, Job.status)
+    )
+    for owner, status, count in counts:
+        statuses[str(owner)].extend([status] * count)  # never None: filtered by in_()
+    return [(sweep, statuses[sweep.id]) for sweep in page], next_cursor

@@ -201,8 +201,10 @@ def test_plan_watch_and_compare_in_the_browser(service: Service, watched: Watche
     for job_id in sweep["job_ids"]:
         assert service.wait_until_ended(job_id)["status"] == "succeeded"
     page.goto(f"{service.url}/ui/sweeps")
-    page.fill("input[name=id]", sweep["id"])
-    page.click("#sweep-form button")
+    expect(page.locator("#sweep-list tbody tr")).to_have_count(1)
+    expect(page.locator("#sweep-list")).to_contain_text("succeeded")
+    watched.shot("sweeps")
+    page.click(f"#sweep-list a[href='/ui/sweeps/{sweep['id']}']")
     expect(page.locator("#sweep-table tbody tr")).to_have_count(2)
     expect(page.locator("#sweep-table")).to_contain_text("loss.type = focal")
     chart = page.locator("#sweep-chart")

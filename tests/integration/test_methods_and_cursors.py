@@ -77,14 +77,15 @@ def test_an_empty_cursor_is_refused_as_the_schema_says(client: httpx.Client) -> 
         for parameter in operation.get("parameters", [])
         if parameter["name"] == "cursor"
     ]
-    assert [path for path, _ in cursors] == ["/v1/jobs"]
+    assert [path for path, _ in cursors] == ["/v1/jobs", "/v1/sweeps"]
     for _, declared in cursors:
         (string,) = (s for s in declared["anyOf"] if s.get("type") == "string")
         assert string["minLength"] == 1
 
-    empty = client.get("/v1/jobs", params={"cursor": ""})
-    assert empty.status_code == 422
-    assert empty.json()["detail"] == "cursor: String should have at least 1 character"
-    assert client.get("/v1/jobs").status_code == 200  # no cursor: the first page
-    garbage = client.get("/v1/jobs", params={"cursor": "x"})
-    assert garbage.status_code == 422 and garbage.json()["detail"].startswith("cursor ")
+    for path, _ in cursors:
+        empty = client.get(path, params={"cursor": ""})
+        assert empty.status_code == 422
+        assert empty.json()["detail"] == "cursor: String should have at least 1 character"
+        assert client.get(path).status_code == 200  # no cursor: the first page
+        garbage = client.get(path, params={"cursor": "x"})
+        assert garbage.status_code == 422 and garbage.json()["detail"].startswith("cursor ")

@@ -134,6 +134,8 @@ def test_every_view_needs_a_key_and_shows_only_the_tenants_jobs(
         assert acme.get(f"/ui/jobs/{mine}").status_code == 200
         assert acme.get(f"/ui/compare?ids={mine}&ids={mine_focal}").status_code == 200
         assert acme.get(f"/ui/sweeps/{my_sweep}").status_code == 200
+        sweeps = acme.get("/ui/sweeps").text
+        assert my_sweep in sweeps and their_sweep not in sweeps
         # Another tenant's job or sweep is the same 404 as a missing one, in every view.
         for path in (
             f"/ui/jobs/{theirs}",

@@ -35,6 +35,9 @@ from counterweight.service.store.queue.inspect import final_scores, get_job
 
 router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")  # autoescapes
+# JSON as text, escaped as any string (Jinja's own tojson is for script contexts: it
+# would show "<" as "\u003c").
+templates.env.filters["json_text"] = json.dumps
 PAGE_SIZE = 25
 MAX_COMPARE = 8
 
@@ -260,10 +263,17 @@ def compare_page(
 
 
 @router.get("/sweeps")
-def sweeps_page(request: Request, principal: PagePrincipal, id: Filter = None) -> Response:
+def sweeps_page(
+    request: Request,
+    sessions: SessionsDep,
+    principal: PagePrincipal,
+    id: Filter = None,
+    cursor: Filter = None,
+) -> Response:
     if id:
         return RedirectResponse(f"{UI_PREFIX}/sweeps/{quote(id, safe='')}", status_code=303)
-    return _render(request, "sweeps.html", sweep=None)
+    page = routes_sweeps.list_all(sessions, principal, limit=PAGE_SIZE, cursor=cursor or None)
+    return _render(request, "sweeps.html", sweep=None, page=page, cursor=cursor)
 
 
 @router.get("/sweeps/{sweep_id}")
@@ -271,7 +281,7 @@ def sweep_page(
     request: Request, sweep_id: str, sessions: SessionsDep, principal: PagePrincipal
 ) -> HTMLResponse:
     sweep = routes_sweeps.read_sweep(sweep_id, sessions, principal)
-    return _render(request, "sweeps.html", sweep=sweep)
+    return _render(request, "sweeps.html", sweep=sweep, page=None)
 
 
 @router.get("/sweeps/{sweep_id}/compare.png")
