@@ -54,3 +54,17 @@ def test_a_page_shows_inline_weights_by_length_and_counts_both_stages() -> None:
     assert views.shown_spec(spec)["sample_weight"] == "<1000 inline values>"
     assert views.epochs_total(spec) == 6
     assert views.epochs_total({"train": {"epochs": 3, "stage2": None}}) == 3
+
+
+def test_recall_rows_match_classes_by_name_across_jobs() -> None:
+    def metrics(*rows: tuple[int, str, float]) -> dict[str, object]:
+        per_class = [{"class": c, "name": n, "recall": r} for c, n, r in rows]
+        return {"final": {"per_class": per_class}}
+
+    two = metrics((0, "cat", 0.9), (1, "dog", 0.5))
+    three = metrics((0, "cat", 0.8), (1, "eel", 0.1), (2, "dog", 0.7))
+    assert views.recall_rows([two, three, None]) == [
+        ("cat", [0.9, 0.8, None]),
+        ("dog", [0.5, 0.7, None]),
+        ("eel", [None, 0.1, None]),
+    ]

@@ -247,8 +247,6 @@ def compare_page(
         for job in jobs
         if job.status == JobStatus.succeeded
     }
-    names = next((views.class_names(m) for m in metrics.values()), [])
-    recalls = [metrics[j.id]["final"]["per_class_recall"] if j.id in metrics else [] for j in jobs]
     return _render(
         request,
         "compare.html",
@@ -257,8 +255,10 @@ def compare_page(
         metrics=metrics,
         remedies={job.id: views.remedy(job.spec) for job in jobs},
         differing=views.differing_fields([job.spec for job in jobs]),
-        recall_rows=views.recall_rows(names, recalls),
+        recall_rows=views.recall_rows([metrics.get(job.id) for job in jobs]),
         heats={i: views.heat_map(m["final"]["confusion_matrix"]) for i, m in metrics.items()},
+        # Each job's own classes: jobs compared may keep different ones.
+        class_names={i: views.class_names(m) for i, m in metrics.items()},
     )
 
 

@@ -6,7 +6,7 @@ ValidationReport, a SweepOut), so that the templates only lay them out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from counterweight.service.api.schemas import JobOut
@@ -120,6 +120,15 @@ def class_names(metrics: dict[str, Any]) -> list[str]:
     return [str(row.get("name", row["class"])) for row in metrics["final"]["per_class"]]
 
 
-def recall_rows(names: Iterable[str], recalls: Sequence[Sequence[float | None]]) -> list[Any]:
-    """One row per class: the class name and each job's test recall."""
-    return [(name, [r[i] if i < len(r) else None for r in recalls]) for i, name in enumerate(names)]
+def recall_rows(metrics: Sequence[dict[str, Any] | None]) -> list[tuple[str, list[Any]]]:
+    """One row per class name, in the order the jobs first name them: each job's test
+    recall of that class (None: the job has no such class, or has not succeeded). By name,
+    not index: jobs compared may keep different classes."""
+    recalls: list[dict[str, float | None]] = [
+        {str(row.get("name", row["class"])): row["recall"] for row in m["final"]["per_class"]}
+        if m
+        else {}
+        for m in metrics
+    ]
+    names = list(dict.fromkeys(name for by_name in recalls for name in by_name))
+    return [(name, [by_name.get(name) for by_name in recalls]) for name in names]

@@ -27,7 +27,9 @@ document.addEventListener("DOMContentLoaded", () => {
     balanced.set(epochs, [pick((r) => r.val && r.val.balanced_accuracy)]);
     recall.set(epochs, classes.map((_, i) => pick((r) => r.val && r.val.per_class_recall
       ? r.val.per_class_recall[i] : null)));
-    seen.textContent = epochs.length ? `${epochs.length} epoch(s) so far` : "no epoch finished yet";
+    const ended = box.dataset.ended === "true";
+    seen.textContent = ended ? `${epochs.length} epoch(s) trained`
+      : epochs.length ? `${epochs.length} epoch(s) so far` : "no epoch finished yet";
     box.dataset.epochs = String(epochs.length);
   }
   redraw();
