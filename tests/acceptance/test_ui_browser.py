@@ -124,6 +124,12 @@ def test_plan_watch_and_compare_in_the_browser(service: Service, watched: Watche
     page.goto(f"{service.url}/ui/new")
     expect = sync_api.expect
     expect(page.locator("#report-state")).to_have_text("valid")
+    # The form writes its choices into the spec, which is validated again.
+    page.select_option("#quick-loss", "focal")
+    page.select_option("#quick-sampler", "oversample")
+    written = json.loads(page.input_value("#spec"))
+    assert (written["loss"], written["sampler"]) == ({"type": "focal"}, "oversample")
+    expect(page.locator("#report-warnings")).to_contain_text("sampler")  # re-weighted twice
     _type_spec(page, WEIGHTS_GROW_WITH_FREQUENCY)
     expect(page.locator("#report-warnings")).to_contain_text("grow with class frequency")
     _type_spec(page, {**WATCHED, "train": {**WATCHED["train"], "epochs": 0}})

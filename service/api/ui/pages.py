@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from contextlib import suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from counterweight.service.api import routes_jobs, routes_sweeps
+from counterweight.service.api import routes_datasets, routes_jobs, routes_sweeps
 from counterweight.service.api.auth import Principal
 from counterweight.service.api.deps import SessionsDep, SettingsDep, StorageCallsDep, authenticate
 from counterweight.service.api.schemas import JobOut
@@ -28,7 +28,7 @@ from counterweight.service.api.ui.session import (
     set_key_cookie,
 )
 from counterweight.service.errors import DomainError, JobStateConflict
-from counterweight.service.spec import JobSpec
+from counterweight.service.spec import JobSpec, LossType, Sampler
 from counterweight.service.store.engine import read_only
 from counterweight.service.store.models import JobStatus
 from counterweight.service.store.queue.inspect import final_scores, get_job
@@ -227,8 +227,21 @@ def cancel(
 
 
 @router.get("/new")
-def new_job_page(request: Request, principal: PagePrincipal) -> HTMLResponse:
-    return _render(request, "new.html")
+def new_job_page(
+    request: Request, sessions: SessionsDep, settings: SettingsDep, principal: PagePrincipal
+) -> HTMLResponse:
+    """The spec editor, with a form for the fields a remedy comparison changes most; the
+    datasets offered are GET /v1/datasets's (the caller's uploads, built-ins present)."""
+    datasets = routes_datasets.list_all(sessions, settings, principal).data
+    choices = [views.dataset_choice(item) for item in datasets if item.available]
+    return _render(
+        request,
+        "new.html",
+        datasets=choices,
+        losses=get_args(LossType),
+        samplers=get_args(Sampler),
+        class_weights=["none", "balanced", "inverse_sqrt"],
+    )
 
 
 @router.get("/compare")

@@ -6,6 +6,7 @@ ValidationReport, a SweepOut), so that the templates only lay them out.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,15 @@ def shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if isinstance(weights, list):
         return {**spec, "sample_weight": f"<{len(weights)} inline values>"}
     return spec
+
+
+def dataset_choice(item: Any) -> tuple[str, str]:
+    """A dataset of GET /v1/datasets as a choice of the new-job form: how a spec names it
+    (JSON) and a label (a built-in's name; an upload's file name, id and classes)."""
+    if item.source == "builtin":
+        return json.dumps(item.dataset), str(item.id)
+    label = f"{item.filename or 'upload'} ({item.id[:8]}, {item.num_classes} classes)"
+    return json.dumps(item.dataset), label
 
 
 def epochs_total(spec: dict[str, Any]) -> int:

@@ -58,10 +58,24 @@ document.addEventListener("DOMContentLoaded", () => {
     return fields.length ? fields : [`${status}: ${answer && answer.detail ? answer.detail : "refused"}`];
   }
 
+  // The form shows what the spec says, however it was edited.
+  function reflect(spec) {
+    if (!spec || typeof spec !== "object") return; // validate will say what it must be
+    const set = (id, value) => {
+      const control = document.getElementById(id);
+      const known = control.tagName !== "SELECT" || [...control.options].some((o) => o.value === value);
+      if (known) control.value = value;
+    };
+    set("quick-loss", (spec.loss && spec.loss.type) || "cross_entropy");
+    set("quick-sampler", spec.sampler || "none");
+    set("quick-class-weight", spec.class_weight == null ? "none" : String(spec.class_weight));
+    if (spec.train && spec.train.epochs != null) set("quick-epochs", String(spec.train.epochs));
+  }
+
   async function check() {
     const mine = ++asked;
     const text = editor.value;
-    try { JSON.parse(text); } catch (e) {
+    try { reflect(JSON.parse(text)); } catch (e) {
       state.textContent = "not JSON yet";
       paragraphs(errors, [String(e.message)], "error");
       submit.disabled = true;
@@ -82,6 +96,28 @@ document.addEventListener("DOMContentLoaded", () => {
       table.hidden = true;
       submit.disabled = true;
     }
+  }
+
+  // The form: each control sets one field of the spec in the editor, then validates.
+  const quick = {
+    "quick-dataset": (spec, value) => {
+      const chosen = JSON.parse(value);
+      const same = spec.dataset && spec.dataset.name === chosen.name && spec.dataset.id === chosen.id;
+      spec.dataset = same ? { ...spec.dataset, ...chosen } : chosen; // another's classes may not exist
+    },
+    "quick-loss": (spec, value) => { spec.loss = { type: value }; },
+    "quick-class-weight": (spec, value) => { spec.class_weight = value === "none" ? null : value; },
+    "quick-sampler": (spec, value) => { spec.sampler = value; },
+    "quick-epochs": (spec, value) => { spec.train = { ...(spec.train || {}), epochs: Number(value) }; },
+  };
+  for (const [id, set] of Object.entries(quick)) {
+    document.getElementById(id).addEventListener("change", (event) => {
+      let spec;
+      try { spec = JSON.parse(editor.value); } catch (e) { return; } // fix the JSON first
+      set(spec, event.target.value);
+      editor.value = JSON.stringify(spec, null, 2);
+      check();
+    });
   }
 
   editor.addEventListener("input", () => {
