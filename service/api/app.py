@@ -37,6 +37,7 @@ from counterweight.service.api.openapi import document_security, operation_id
 from counterweight.service.api.problems import instance_of, problem
 from counterweight.service.api.reads import PollReads
 from counterweight.service.api.storage_calls import StorageCalls
+from counterweight.service.api.ui.install import install as install_ui
 from counterweight.service.errors import (
     ArtifactMissing,
     BadCursor,
@@ -214,6 +215,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Training as a service for class-imbalanced learning.",
         lifespan=lifespan,
+        # /docs is served with Swagger UI's files from the package (service.api.ui.docs).
+        docs_url=None,
+        redoc_url=None,
         default_response_class=SafeJSONResponse,
         generate_unique_id_function=operation_id,  # `submit_job`, not `submit_job_v1_jobs_post`
         # Every /v1 route, whichever router brings it, needs an API key (service.api.deps).
@@ -242,6 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_sweeps.router)
     app.include_router(routes_workers.router)
     app.include_router(routes_webhooks.router)
+    install_ui(app)  # the dashboard under /ui, and /docs
     document_security(app)
     return app
 

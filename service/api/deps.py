@@ -78,14 +78,15 @@ async def principal(request: Request) -> Principal:
     key exists, every caller is service.api.auth.OPEN. Read once per request (request.state)."""
     known: Principal | None = getattr(request.state, "principal", None)
     if known is None:
-        known = request.state.principal = await _authenticate(request)
+        known = request.state.principal = await authenticate(request, _bearer_token(request))
     return known
 
 
-async def _authenticate(request: Request) -> Principal:
+async def authenticate(request: Request, key: str | None) -> Principal:
+    """The principal of `key` (None: no key sent); 401 unless it is a live key or no key
+    exists. The dashboard (service.api.ui) calls it with the key of its session cookie."""
     # Answers come from the app's KeyCache when it has them: most requests cost no query.
     cache: KeyCache = request.app.state.key_cache
-    key = _bearer_token(request)
     key_hash = hash_key(key) if key else None
     exist = cache.keys_exist()
     if exist is False:

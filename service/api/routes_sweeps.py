@@ -75,16 +75,7 @@ def list_sweeps(
     `next_cursor` back as `cursor` for the next page."""
     with read_only(sessions) as session:
         page, next_cursor = find_sweeps(session, limit=limit, cursor=cursor, tenant=principal.scope)
-        data = [
-            SweepSummary(
-                id=sweep.id,
-                labels=sweep.labels,
-                status=sweeps.sweep_status(statuses),
-                progress=sweeps.progress(statuses),
-                created_at=sweep.created_at,
-            )
-            for sweep, statuses in page
-        ]
+        data = [SweepSummary.of(sweep, list(statuses)) for sweep, statuses in page]
     return SweepPage(data=data, next_cursor=next_cursor)
 
 

@@ -334,9 +334,21 @@ class SweepSummary(BaseModel):
 
     id: str
     labels: dict[str, str]
-    status: str
+    status: str = Field(description="As a sweep's `status`.")
     progress: SweepProgress
+    grid: dict[str, list[Any]] = Field(description="The grid as it was posted.")
     created_at: UtcTime
+
+    @classmethod
+    def of(cls, sweep: Sweep, statuses: list[JobStatus]) -> SweepSummary:
+        return cls(
+            id=sweep.id,
+            labels=sweep.labels,
+            status=sweeps.sweep_status(statuses),
+            progress=SweepProgress.model_validate(sweeps.progress(statuses)),
+            grid=sweep.grid,
+            created_at=sweep.created_at,
+        )
 
 
 class SweepPage(BaseModel):

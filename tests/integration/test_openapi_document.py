@@ -57,7 +57,7 @@ SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 MAX_ID_LENGTH = 32
 # Objects meant to hold any JSON, each for a reason: a job spec as the client sent it
 # (in listings an inline sample_weight is shown by its shape, which JobSpec would refuse),
-# an arch's keyword arguments (they differ by arch), a sweep cell's grid values, a webhook
+# an arch's keyword arguments (they differ by arch), a sweep's grid and a cell's values, a webhook
 # delivery's body as it was sent and signed (its shape: DESIGN.md section 3, "Webhooks").
 FREE_FORM = {
     "DeliveryOut.body",
@@ -67,6 +67,7 @@ FREE_FORM = {
     "ModelCard.spec",
     "ModelCard.model_kwargs",
     "SweepRow.cell",
+    "SweepSummary.grid",
 }
 IMMUTABLE = [
     "/v1/jobs/{job_id}/model",

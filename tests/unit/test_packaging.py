@@ -74,5 +74,14 @@ def test_the_wheel_holds_the_code_and_the_migrations_under_counterweight(tmp_pat
         "counterweight/migrations/env.py",
         "counterweight/migrations/script.py.mako",
         "counterweight/migrations/versions/0001_create_jobs.py",
+        # The dashboard and /docs work installed: templates, scripts, vendored files.
+        "counterweight/service/api/ui/templates/job.html",
+        "counterweight/service/api/ui/static/job.js",
+        "counterweight/service/api/ui/static/app.css",
+        "counterweight/service/api/ui/static/vendor/htmx/htmx.min.js",
+        "counterweight/service/api/ui/static/vendor/uplot/uPlot.iife.min.js",
+        "counterweight/service/api/ui/static/vendor/uplot/LICENSE",
+        "counterweight/service/api/ui/static/vendor/swagger-ui/swagger-ui-bundle.js",
+        "counterweight/service/api/ui/static/vendor/swagger-ui/NOTICE",
     ):
         assert expected in names, expected

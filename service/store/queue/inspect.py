@@ -190,3 +190,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadCursor("cursor is not one this API returned; pass next_cursor as given") from exc
+
+
+def final_scores(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For the succeeded jobs among `job_ids`: the test split's balanced accuracy and
+    per-class recall, and the training class counts (DESIGN.md section 5), picked out of
+    each result by the database so that a page of jobs never loads their histories."""
+    if not job_ids:
+        return {}
+    query = select(
+        Job.id,
+        Job.result["final"]["balanced_accuracy"].label("balanced_accuracy"),
+        Job.result["final"]["per_class_recall"].label("per_class_recall"),
+        Job.result["train_class_counts"].label("train_class_counts"),
+    ).where(Job.id.in_(job_ids), Job.status == JobStatus.succeeded)
+    return {row.id: row._asdict() for row in session.execute(query)}
