@@ -11,7 +11,6 @@ nothing committed in between is missed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -21,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from counterweight.service.api.tasks import stopped_within
 from counterweight.service.store.engine import dumps_json, read_only
 from counterweight.service.store.models import JobEvent
 from counterweight.service.store.queue.events import (
@@ -69,16 +69,17 @@ class EventHub:
         self._gap: tuple[int, float] | None = None  # (missing id, since when)
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.polls = 0  # queries made, for tests: independent of the subscriber count
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="job-events-poller")
 
     async def stop(self) -> None:
+        """Stop after the query in flight, if any (service.api.tasks says why)."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     @property
     def subscriber_count(self) -> int:
@@ -106,9 +107,9 @@ class EventHub:
                 self._ready.set()
             except Exception:
                 log.exception("events poller cannot read job_events; retrying")
-                await asyncio.sleep(1.0)
-        while True:
-            await asyncio.sleep(self._poll_seconds)
+                if await stopped_within(self._stopping, 1.0):
+                    return
+        while not await stopped_within(self._stopping, self._poll_seconds):
             try:
                 rows = await asyncio.to_thread(self._query_new)
             except Exception:  # a database restart must not end live events for good

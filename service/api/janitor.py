@@ -16,7 +16,6 @@ the database's marks are conditional, so the worst case is work done twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from collections import defaultdict
@@ -25,6 +24,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from counterweight.service.api.tasks import stopped_within
 from counterweight.service.artifacts import job_dir
 from counterweight.service.data.uploads import upload_key, upload_path
 from counterweight.service.errors import StorageError
@@ -129,17 +129,19 @@ class Janitor:
         self._sessions = sessions
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="janitor")
 
     async def stop(self) -> None:
+        """Stop after the pass in flight, if any (service.api.tasks says why)."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     async def _run(self) -> None:
         while True:
             await asyncio.to_thread(run_pass, self._sessions, self._settings)
-            await asyncio.sleep(self._settings.janitor_seconds)
+            if await stopped_within(self._stopping, self._settings.janitor_seconds):
+                return
