@@ -47,8 +47,16 @@ class ShippedLog:
         self._shipped_size = -1
 
     def __enter__(self) -> ShippedLog:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.path, encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(self.path, encoding="utf-8")
+        except OSError as exc:
+            # Log lines, never the job: it runs (and fails with its own error if it cannot
+            # write to the home either); its lines still go to the worker's own log.
+            log.warning(
+                "job=%s: its log is not kept for GET /v1/jobs/{id}/logs: %s", self.job_id, exc
+            )
+            return self
         handler.setFormatter(TextFormatter())
         handler.addFilter(JobIdFilter())
         handler.addFilter(lambda record: getattr(record, "job_id", None) == self.job_id)
@@ -63,8 +71,9 @@ class ShippedLog:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._handler is None:  # the log file could not be opened
+            return
         log.info("%s", end_of_log(self.job_id, self.attempt))
-        assert self._handler is not None
         logging.getLogger().removeHandler(self._handler)
         self._handler.close()
         self._stop.set()

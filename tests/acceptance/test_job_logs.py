@@ -9,7 +9,9 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any, cast
 
 from tests.acceptance.conftest import SLOW_DIGITS
 from tests.processes import Service
@@ -43,17 +45,18 @@ def test_logs_of_every_attempt_come_from_the_store_and_follow_ends_with_the_job(
     for host in hosts.values():
         host.home.mkdir()
     api = hosts["api"]
+    followers: list[subprocess.Popen[str]] = []
     try:
         api.start_api()
         first = hosts["a"].start_worker()
         job_id = api.submit(SPEC)
         followed = follow(api, job_id)
         followed_json = follow(api, job_id, "--json")
+        followers += [followed, followed_json]
         api.wait_for(job_id, lambda job: (job["progress"] or {}).get("epoch", 0) >= 1)
-        # What worker A shipped before it dies: read back while the job runs.
-        shipped = api.http.get(f"/v1/jobs/{job_id}/logs")
-        assert shipped.status_code == 200, shipped.text
-        (running,) = shipped.json()["attempts"]
+        # What worker A shipped before it dies, read back while the job runs: its first
+        # epoch's line goes up within log_upload_seconds of the epoch's end.
+        running = shipped_attempt(api, job_id, "epoch 1: train_loss")
         assert running["attempt"] == 1 and not running["complete"]
         assert any("attempt 1/3 started" in line for line in running["lines"])
         first.send_signal(signal.SIGKILL)
@@ -100,11 +103,29 @@ def test_logs_of_every_attempt_come_from_the_store_and_follow_ends_with_the_job(
         }
         # A finished job's follow ends at once, with everything.
         again = follow(api, job_id)
+        followers.append(again)
         out_again, _ = again.communicate(timeout=60)
         assert out_again.splitlines() == expected
     finally:
+        for process in followers:  # a failed assertion must not leave their pipes open
+            process.kill()
+            process.communicate()
         for host in hosts.values():
             host.stop()
+
+
+def shipped_attempt(api: Service, job_id: str, line: str) -> dict[str, Any]:
+    """The job's one attempt as GET /v1/jobs/{id}/logs serves it, once it holds `line`."""
+    deadline = time.monotonic() + 60
+    while True:
+        answer = api.http.get(f"/v1/jobs/{job_id}/logs")
+        assert answer.status_code == 200, answer.text
+        attempts = answer.json()["attempts"]
+        if attempts and any(line in shipped for shipped in attempts[0]["lines"]):
+            (attempt,) = attempts
+            return cast(dict[str, Any], attempt)
+        assert time.monotonic() < deadline, f"no {line!r} in {attempts}"
+        time.sleep(0.1)
 
 
 def test_logs_of_a_job_that_never_ran(database_url: str, tmp_path: Path) -> None:
