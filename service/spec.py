@@ -15,12 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     NonNegativeInt,
@@ -32,7 +28,9 @@ from pydantic import (
 )
 
 from counterweight.service.labels import LABELS_HELP, Labels
+from counterweight.service.notify_spec import NotifySpec
 from counterweight.service.spec_rules import check_schedule, check_sequence_spec
+from counterweight.service.spec_types import AnyFloat, StrictModel, Text
 
 DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder", "uploaded"]
 LossType = Literal[
@@ -59,28 +57,6 @@ CLASS_WEIGHT_HELP = (
 
 # Epochs, milestones, patience: as many as anyone trains for.
 MAX_EPOCHS = 10_000
-
-
-def _plain_text(value: str) -> str:
-    # NUL cannot be in a path or a Postgres text value, and a lone surrogate cannot be
-    # encoded as UTF-8: either would fail deep inside the server, not as a 422.
-    if "\x00" in value:
-        raise ValueError("contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("contains a lone surrogate, which is not valid Unicode text") from exc
-    return value
-
-
-Text = Annotated[str, AfterValidator(_plain_text)]
-# Weights are checked against the data, where a message can name the class or row at fault
-# (service.rebalance.weights, service.data.splits): NaN and inf are let through to there.
-AnyFloat = Annotated[float, Field(allow_inf_nan=True)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DatasetSpec(StrictModel):
@@ -310,56 +286,6 @@ class TrainSpec(StrictModel):
                     "the deferred re-balancing would never start"
                 )
         return self
-
-
-WebhookEvent = Literal["queued", "running", "succeeded", "failed", "cancelled", "epoch"]
-DEFAULT_WEBHOOK_EVENTS: list[WebhookEvent] = ["succeeded", "failed", "cancelled"]
-MAX_URL_LENGTH = 2048
-
-
-def _webhook_url(value: str) -> str:
-    """An absolute http(s) URL a receiver listens on. Which addresses it may resolve to is
-    the operator's to say, checked at submit and at each delivery (service.webhooks)."""
-    if len(value) > MAX_URL_LENGTH:
-        raise ValueError(f"{len(value)} characters; at most {MAX_URL_LENGTH}")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("contains whitespace or a control character")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises on a port that is not a number in range)
-    except ValueError as exc:
-        raise ValueError(f"not a URL ({exc})") from exc
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("expected an http:// or https:// URL")
-    if not parts.hostname:
-        raise ValueError("expected a host, as in https://hooks.example.com/counterweight")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("credentials in the URL are refused: deliveries are signed instead")
-    if parts.fragment:
-        raise ValueError("a URL with a #fragment: a fragment is never sent to the server")
-    return value
-
-
-WebhookUrl = Annotated[str, AfterValidator(_plain_text), AfterValidator(_webhook_url)]
-
-
-class NotifySpec(StrictModel):
-    """Where to POST this job's events (DESIGN.md section 3, "Webhooks")."""
-
-    url: WebhookUrl = Field(description="An http(s) URL; each delivery is a signed POST.")
-    events: list[WebhookEvent] = Field(
-        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS),
-        min_length=1,
-        description="Which events to send: queued, running (each attempt's start), "
-        "succeeded, failed, cancelled, epoch (each finished epoch's validation metrics).",
-    )
-
-    @field_validator("events")
-    @classmethod
-    def _distinct_events(cls, value: list[WebhookEvent]) -> list[WebhookEvent]:
-        if len(set(value)) != len(value):
-            raise ValueError("events must be distinct")
-        return value
 
 
 class JobSpec(StrictModel):

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session, sessionmaker
 
 from counterweight.service.errors import WebhookAddressRefused, WebhookError
+from counterweight.service.notify_spec import NotifySpec
 from counterweight.service.settings import Settings
-from counterweight.service.spec import NotifySpec
 from counterweight.service.store.engine import read_only
 from counterweight.service.store.webhooks.subscriptions import tenant_secret
 from counterweight.service.webhooks.addresses import check_literal

@@ -17,7 +17,7 @@ from counterweight.service.api.webhook_schemas import (
     SubscriptionPage,
 )
 from counterweight.service.errors import WebhookError
-from counterweight.service.spec import NotifySpec
+from counterweight.service.notify_spec import NotifySpec
 from counterweight.service.store.engine import read_only, transaction
 from counterweight.service.store.queue.inspect import get_job
 from counterweight.service.store.webhooks.deliveries import job_deliveries

@@ -13,7 +13,7 @@ from counterweight.service.api.result_schemas import SweepProgress, SweepRow
 from counterweight.service.data.npz import DatasetKind
 from counterweight.service.errors import SweepError
 from counterweight.service.labels import LABELS_HELP, Labels
-from counterweight.service.spec import NotifySpec
+from counterweight.service.notify_spec import NotifySpec
 from counterweight.service.store.models import Dataset, Job, JobStatus, Sweep
 from counterweight.service.store.queue.devices import Fleet
 

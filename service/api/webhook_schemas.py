@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from counterweight.service.api.schemas import UtcTime
-from counterweight.service.spec import WebhookEvent
+from counterweight.service.notify_spec import WebhookEvent
 from counterweight.service.store.models import (
     DeliveryState,
     WebhookDelivery,
