@@ -1,4 +1,4 @@
-"""Playwright driving Debian's Chromium (/usr/bin/chromium, installed by .ci/run): never a
+"""Playwright driving Debian's Chromium (/usr/bin/chromium, installed by scripts/test): never a
 browser downloaded by Playwright. Screenshots go to var/screenshots/ (ignored by git,
 kept by CI as artefacts)."""
 
@@ -30,7 +30,7 @@ SHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 @pytest.fixture(scope="module")
 def browser() -> Iterator[sync_api.Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (scripts/test does)")
     with sync_api.sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
