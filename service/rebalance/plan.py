@@ -149,6 +149,27 @@ def _ignored_loss_options(loss: LossSpec) -> list[str]:
     ]
 
 
+def _smoothing_above_prior(loss: LossSpec, train: list[int], names: list[str]) -> list[str]:
+    """Label smoothing gives every class at least label_smoothing / k of each target; a loss
+    that adds the log prior to the logits then teaches the model, whose raw logits decide,
+    to give a class rarer than that more than its share: it predicts the rare class
+    everywhere (BENCHMARKS.md: argmax balanced accuracy 0.500 at smoothing 0.1)."""
+    if loss.type not in ("logit_adjusted", "balanced_softmax") or loss.label_smoothing == 0:
+        return []
+    floor = loss.label_smoothing / len(train)
+    rarest = int(np.argmin(train))
+    share = train[rarest] / max(sum(train), 1)
+    if floor <= share:
+        return []
+    return [
+        f"loss.label_smoothing: {loss.label_smoothing:g} gives every class at least "
+        f"{floor:.3g} of each target, more than {_name(rarest, names)}'s share of the "
+        f"training samples ({share:.3g}); with loss {loss.type!r} the model then predicts "
+        f"{_name(rarest, names)} for most inputs. Lower label_smoothing below "
+        f"{share * len(train):.3g} or leave it out"
+    ]
+
+
 def plan(spec: JobSpec, splits: PlannedSplits) -> Plan:
     """The weights the worker will train with on `splits`, and what is likely wrong with
     them; raises DatasetError for what cannot run. For sequence labeling the classes are
@@ -178,6 +199,7 @@ def plan(spec: JobSpec, splits: PlannedSplits) -> Plan:
     warnings += _reweighted_twice(spec)
     warnings += _reweighted_twice_in_stage2(spec)
     warnings += _ignored_loss_options(spec.loss)
+    warnings += _smoothing_above_prior(spec.loss, train, names)
     if spec.train.select_by != "last":
         small = small_validation(counts["val"], names)
         warnings += [f"train.select_by: {small}"] if small else []

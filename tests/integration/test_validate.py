@@ -189,6 +189,28 @@ def test_options_that_do_not_apply_to_the_loss_are_flagged(client: httpx.Client)
     assert matching(report, "does not apply") == []
 
 
+@pytest.mark.parametrize("loss_type", ["logit_adjusted", "balanced_softmax"])
+def test_smoothing_above_the_rare_class_s_share_is_flagged_for_prior_adjusting_losses(
+    client: httpx.Client, loss_type: str
+) -> None:
+    # The minority is about 1/11 of the training samples: smoothing 0.3 gives it 0.15 of
+    # every target, more than its share; 0.1 gives 0.05, less.
+    report = validate(client, loss={"type": loss_type, "label_smoothing": 0.3})
+    share = report["counts"]["train"][1] / sum(report["counts"]["train"])
+    [warning] = matching(report, "loss.label_smoothing")
+    assert warning.startswith(
+        f"loss.label_smoothing: 0.3 gives every class at least 0.15 of each target, more "
+        f"than class 1 ('1')'s share of the training samples ({share:.3g}); with loss "
+        f"'{loss_type}' the model then predicts class 1 ('1') for most inputs."
+    )
+    assert (
+        matching(validate(client, loss={"type": loss_type, "label_smoothing": 0.1}), "loss.la")
+        == []
+    )
+    cross_entropy = validate(client, loss={"type": "cross_entropy", "label_smoothing": 0.3})
+    assert matching(cross_entropy, "loss.label_smoothing") == []
+
+
 def test_a_class_weight_list_is_refused_with_what_to_send_instead(client: httpx.Client) -> None:
     detail = refusal(client, class_weight=[1.0, 9.0])
     assert detail.startswith("class_weight:")
