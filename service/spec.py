@@ -223,7 +223,11 @@ class TrainSpec(StrictModel):
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
-    schedule: Literal["constant", "cosine", "step"] = "constant"
+    schedule: Literal["constant", "cosine", "step"] = Field(
+        "cosine",
+        description="Learning rate after warm-up: cosine (to 0 at the last step; steadier "
+        "rare-class decisions than constant, BENCHMARKS.md), constant, or step.",
+    )
     warmup_epochs: NonNegativeInt = Field(
         0,
         le=MAX_EPOCHS,
@@ -239,7 +243,8 @@ class TrainSpec(StrictModel):
     augment: bool | None = Field(
         None,
         description="Random crop (4 px padding) and horizontal flip on the device; "
-        "null: on for image datasets other than digits, mnist and fashion_mnist.",
+        "null: on for colour images (not digits, mnist, fashion_mnist) when `epochs` is 20 "
+        "or more; shorter runs gain more from fitting the images as they are.",
     )
     amp: bool = Field(True, description="Mixed precision (bfloat16) when training on CUDA.")
     seed: int = Field(0, ge=0, le=2**32 - 1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from counterweight.service.architectures import augment_enabled
+from counterweight.service.architectures import AUGMENT_MIN_EPOCHS, augment_enabled
 from counterweight.service.errors import DatasetError
 from counterweight.service.spec import JobSpec
 from counterweight.workers.training.augment import augment_batch, batch_generator, crop_and_flip
@@ -83,8 +83,18 @@ def test_the_same_seed_epoch_and_batch_give_the_same_augmentation() -> None:
         assert not torch.equal(first, augment_batch(x, batch_generator(*other)))
 
 
-def spec(dataset: dict[str, Any], augment: bool | None = None) -> JobSpec:
-    return JobSpec.model_validate({"dataset": dataset, "train": {"augment": augment}})
+def spec(dataset: dict[str, Any], augment: bool | None = None, epochs: int = 20) -> JobSpec:
+    return JobSpec.model_validate(
+        {"dataset": dataset, "train": {"augment": augment, "epochs": epochs}}
+    )
+
+
+def test_default_is_off_for_short_runs() -> None:
+    cifar = {"name": "cifar10"}
+    assert not augment_enabled(spec(cifar, epochs=AUGMENT_MIN_EPOCHS - 1), (3, 32, 32))
+    assert not augment_enabled(JobSpec.model_validate({"dataset": cifar}), (3, 32, 32))
+    assert augment_enabled(spec(cifar, epochs=AUGMENT_MIN_EPOCHS), (3, 32, 32))
+    assert augment_enabled(spec(cifar, augment=True, epochs=1), (3, 32, 32))
 
 
 def test_default_is_off_for_digits_and_on_for_colour_images() -> None:

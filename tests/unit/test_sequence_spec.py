@@ -16,15 +16,17 @@ def sequence(**changes: Any) -> JobSpec:
     return JobSpec.model_validate({"task": "sequence_labeling", "dataset": UPLOADED, **changes})
 
 
-def test_sequences_default_to_the_tagger_and_macro_f1() -> None:
+def test_sequences_default_to_the_tagger_macro_f1_and_a_constant_rate() -> None:
     spec = sequence()
     assert (spec.model.arch, spec.model.width, spec.model.depth) == ("bilstm_tagger", 100, 1)
-    assert spec.train.select_by == "macro_f1"
+    assert (spec.train.select_by, spec.train.schedule) == ("macro_f1", "constant")
     # What the client chose stays; classification keeps its own defaults.
-    chosen = sequence(model={"width": 32}, train={"select_by": "g_mean"})
+    chosen = sequence(model={"width": 32}, train={"select_by": "g_mean", "schedule": "cosine"})
     assert (chosen.model.width, chosen.train.select_by) == (32, "g_mean")
+    assert chosen.train.schedule == "cosine"
     plain = JobSpec.model_validate({"dataset": {"name": "digits"}})
     assert (plain.model.arch, plain.train.select_by) == ("mlp", "balanced_accuracy")
+    assert plain.train.schedule == "cosine"
 
 
 def test_a_stored_sequence_spec_validates_again_as_the_same_spec() -> None:
