@@ -18,17 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from counterweight.service.errors import DatasetError
-from counterweight.service.spec import JobSpec, LossSpec, ModelSpec
+from counterweight.service.spec import AUGMENT_MIN_EPOCHS, JobSpec, LossSpec, ModelSpec
 
 CONV_ARCHS = ("small_cnn", "resnet18", "resnet32")
 SMALL_CNN_CHANNELS = (32, 64, 128)
 SMALL_CNN_MIN_SIDE = 8  # three 2x2 max-pools: 8 -> 4 -> 2 -> 1
 # Flipping a digit or a letter can change its class (and a crop can cut off a stroke).
 NO_AUGMENT_BY_DEFAULT = ("digits", "mnist", "fashion_mnist")
-# Random crops and flips pay off only once the model has had the epochs to fit them: on
-# the step-imbalanced CIFAR-10 pair (BENCHMARKS.md), balanced class weights lose 5 points
-# of balanced accuracy to them at 10 epochs, and gain 4 at 20 and 11 at 30.
-AUGMENT_MIN_EPOCHS = 20
 
 Shortcut = Literal["projection", "pad"]
 

@@ -57,6 +57,11 @@ CLASS_WEIGHT_HELP = (
 
 # Epochs, milestones, patience: as many as anyone trains for.
 MAX_EPOCHS = 10_000
+# Random crops and flips pay off only once the model has had the epochs to fit them: on
+# the step-imbalanced CIFAR-10 pair (BENCHMARKS.md), balanced class weights lose 5 points
+# of balanced accuracy to them at 10 epochs, and gain 4 at 20 and 11 at 30. Below this
+# many epochs `train.augment: null` is off (service.architectures.augment_enabled).
+AUGMENT_MIN_EPOCHS = 20
 
 
 class DatasetSpec(StrictModel):
@@ -243,8 +248,9 @@ class TrainSpec(StrictModel):
     augment: bool | None = Field(
         None,
         description="Random crop (4 px padding) and horizontal flip on the device; "
-        "null: on for colour images (not digits, mnist, fashion_mnist) when `epochs` is 20 "
-        "or more; shorter runs gain more from fitting the images as they are.",
+        "null: on for colour images (not digits, mnist, fashion_mnist) when `epochs` is "
+        f"{AUGMENT_MIN_EPOCHS} or more; shorter runs gain more from fitting the images as "
+        "they are.",
     )
     amp: bool = Field(True, description="Mixed precision (bfloat16) when training on CUDA.")
     seed: int = Field(0, ge=0, le=2**32 - 1)

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from counterweight.service.architectures import AUGMENT_MIN_EPOCHS, augment_enabled
+from counterweight.service.architectures import augment_enabled
 from counterweight.service.errors import DatasetError
-from counterweight.service.spec import JobSpec
+from counterweight.service.spec import AUGMENT_MIN_EPOCHS, JobSpec
 from counterweight.workers.training.augment import augment_batch, batch_generator, crop_and_flip
 from counterweight.workers.training.loop import TrainingResult
 from tests.unit.test_engine import run as run_job
