@@ -3,11 +3,11 @@ workers claim jobs, checkpoint them and store their results.
 
 An API and N workers, each process on its own home (its own disk), share a database
 (SQLite, or a private Postgres server as in bench.chaos) and an S3-compatible server
-(moto's, in its own process). Two short seed jobs run first, undisturbed, so that the
-store holds finished jobs' cards that the API has never read. Then three outages of
-`outage` seconds each, all of one mode (`refused`: the server is SIGKILLed and a new one
-started on the same port afterwards, its bucket empty, since moto keeps objects in
-memory; `hung`: SIGSTOP, then SIGCONT):
+(moto's, in its own process). Two short seed jobs run first, undisturbed (their logs
+shipped too), so that the store holds finished jobs' cards that the API has never read.
+Then three outages of `outage` seconds each, all of one mode (`refused`: the server is
+SIGKILLed and a new one started on the same port afterwards, its bucket empty, since
+moto keeps objects in memory; `hung`: SIGSTOP, then SIGCONT):
 
 - claims: the store fails, then the jobs are submitted; every worker claims one and
   must fetch its checkpoint;
@@ -212,6 +212,19 @@ class StoreChaos:
                 window.recovery_seconds = round(back[0] - window.ended, 1)
 
 
+def _wait_until_log_shipped(api: Service, job_id: str) -> None:
+    """Until the job's log is whole in the store. Its worker copies it once more after
+    the job ended (workers.job_logs) and waits for that copy before it claims again: an
+    outage that began meanwhile would hold the worker for as long as the S3 client's
+    timeouts, and its first claim would come after the claims outage ended."""
+
+    def shipped(_job: dict[str, Any]) -> bool:
+        logs = api.http.get(f"/v1/jobs/{job_id}/logs").json()
+        return bool(logs["attempts"]) and all(a["complete"] for a in logs["attempts"])
+
+    api.wait_for(job_id, shipped, timeout=60)
+
+
 def _waits_for_store(job: Job) -> bool:
     return job.status != JobStatus.queued and "artifact store" in (job.waiting or "")
 
@@ -263,6 +276,7 @@ def _run(
             seeds = [api.submit(store_job(1)) for _ in range(2)]
             for seed in seeds:
                 assert api.wait_until_ended(seed, timeout=300)["status"] == "succeeded"
+                _wait_until_log_shipped(api, seed)
             probes = [
                 Sampler(api.url, path if path != "status" else f"/v1/jobs/{seeds[0]}", stop, 0.2)
                 for path in PROBES
